@@ -1,0 +1,111 @@
+"""The DECA inner step on one client's active block, as flat fp32 vectors.
+
+One inner step (ALGORITHM.md, paper Eqs. 6-7), with symbols as in the paper::
+
+    m'  = α1·m + (1−α1)·g ;  v' = α2·v + (1−α2)·g⊙g        # fresh local-gradient statistics
+    x½  = x − γ·m̂'/(sqrt(v̂')+ε)                            # local Adam half-step (Eq. 6)
+    x_new = Σ_j w_ij·x½_j                                    # gossip mix (Eq. 7), see mixing.py
+    h   = discrepancy(x, x_new)                              # consensus-derived signal
+    m   = β1·m' + (1−β1)·h ;  v = β2·v' + (1−β2)·h⊙h       # block-wise moment approximation (BMA)
+
+Variants: ``without_bma`` keeps m = m', v = v' (β1 = β2 = 1); ``trivial_bma`` builds the
+persistent moments from h alone and lets the gradient enter only this step's copy (QG-Adam).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+VARIANTS = ("full", "without_bma", "trivial_bma")
+H_SIGNS = ("old_minus_new", "new_minus_old")
+H_SCALES = ("raw", "lr", "unit_norm")
+
+
+@dataclass(frozen=True)
+class DecaHyperParams:
+    """Per-client hyper-parameters of the inner step."""
+
+    lr: float = 5e-5  # γ
+    adam_beta1: float = 0.9  # α1
+    adam_beta2: float = 0.999  # α2
+    eps: float = 1e-8  # ε
+    bma_beta1: float = 0.9  # β1
+    bma_beta2: float = 0.999  # β2
+    variant: str = "full"
+    h_sign: str = "old_minus_new"
+    h_scale: str = "lr"
+
+    def __post_init__(self) -> None:
+        for value, allowed, name in (
+            (self.variant, VARIANTS, "variant"),
+            (self.h_sign, H_SIGNS, "h_sign"),
+            (self.h_scale, H_SCALES, "h_scale"),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not one of {allowed}")
+        if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):
+            raise ValueError("adam betas must lie in [0, 1) so that bias correction is defined")
+
+
+@dataclass
+class BlockMoments:
+    """First / second moments of the active block and the steps taken since they started."""
+
+    m: torch.Tensor  # (block_numel,)
+    v: torch.Tensor  # (block_numel,)
+    step: int = 0
+
+    @classmethod
+    def zeros_like(cls, x: torch.Tensor) -> BlockMoments:
+        return cls(torch.zeros_like(x, dtype=torch.float32), torch.zeros_like(x, dtype=torch.float32))
+
+
+@dataclass(frozen=True)
+class HalfStep:
+    """Result of the local half-step: what is sent, and the fresh statistics BMA combines with h."""
+
+    x_half: torch.Tensor  # x½, sent to neighbours; never mutated afterwards
+    m_local: torch.Tensor  # m'
+    v_local: torch.Tensor  # v'
+
+
+def local_half_step(x: torch.Tensor, grad: torch.Tensor, moments: BlockMoments, hp: DecaHyperParams) -> HalfStep:
+    """Paper Eq. 6: Adam statistics from this step's gradient, then one Adam step from x.
+
+    Advances ``moments.step``; ``moments.m`` / ``moments.v`` change only in ``apply_bma``.
+    """
+    moments.step += 1
+    # Same operation order as torch.optim.Adam, so the degenerate case matches it bit for bit.
+    m_local = torch.lerp(moments.m, grad, 1 - hp.adam_beta1)  # α1·m + (1−α1)·g
+    v_local = (moments.v * hp.adam_beta2).addcmul_(grad, grad, value=1 - hp.adam_beta2)
+    bias1 = 1 - hp.adam_beta1**moments.step
+    bias2_sqrt = (1 - hp.adam_beta2**moments.step) ** 0.5
+    denom = (v_local.sqrt() / bias2_sqrt).add_(hp.eps)  # sqrt(v̂') + ε
+    x_half = torch.addcdiv(x, m_local, denom, value=-hp.lr / bias1)
+    return HalfStep(x_half=x_half, m_local=m_local, v_local=v_local)
+
+
+def discrepancy(x_old: torch.Tensor, x_new: torch.Tensor, hp: DecaHyperParams) -> torch.Tensor:
+    """h: the consensus-derived signal, signed and scaled as configured (ALGORITHM.md open point 1).
+
+    ``old_minus_new`` divided by γ reads as a pseudo-gradient: if x_new = x_old − γ·d then h = d.
+    """
+    h = x_old - x_new if hp.h_sign == "old_minus_new" else x_new - x_old
+    if hp.h_scale == "lr":
+        return h.div_(hp.lr)
+    if hp.h_scale == "unit_norm":
+        norm = torch.linalg.vector_norm(h)
+        return h.div_(norm) if norm > 0 else h
+    return h
+
+
+def apply_bma(moments: BlockMoments, half: HalfStep, h: torch.Tensor, hp: DecaHyperParams) -> None:
+    """Block-wise moment approximation after the gossip mix: update ``moments`` in place."""
+    if hp.variant == "without_bma":
+        moments.m, moments.v = half.m_local, half.v_local
+        return
+    base_m, base_v = (moments.m, moments.v) if hp.variant == "trivial_bma" else (half.m_local, half.v_local)
+    moments.m = torch.lerp(h, base_m, hp.bma_beta1)  # β1·base + (1−β1)·h
+    moments.v = torch.lerp(h * h, base_v, hp.bma_beta2)

@@ -1,0 +1,193 @@
+"""ClientWorker: one DECA client's model replica, data shard and active-block optimizer state.
+
+A plain class: the reference loop holds several in one process, and the Ray runtime wraps it
+with ``ray.remote`` where the group spawns it. Its verbs follow one inner step:
+``begin_block`` → ``half_step`` (returns x½ to send) → ``mix`` (neighbours' x½ and weights).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from deca_ray.algorithm.blocks import BlockPartition, partition_model
+from deca_ray.algorithm.deca import BlockMoments, DecaHyperParams, HalfStep, apply_bma, discrepancy, local_half_step
+from deca_ray.algorithm.mixing import mix
+from deca_ray.config import AlgorithmConfig, ExperimentConfig, ModelConfig
+from deca_ray.data.batching import BatchSampler, collate
+from deca_ray.data.types import EncodedExample
+from deca_ray.models import load_model
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    """The part of the experiment config one client needs (what an actor receives)."""
+
+    client_index: int
+    model: ModelConfig
+    algorithm: AlgorithmConfig
+    batch_size: int
+    seed: int
+    pad_token_id: int
+    vocab_size: int
+
+    @classmethod
+    def from_config(cls, config: ExperimentConfig, client_index: int, pad_token_id: int, vocab_size: int) -> ClientSpec:
+        return cls(
+            client_index=client_index,
+            model=config.model,
+            algorithm=config.algorithm,
+            batch_size=config.data.batch_size,
+            seed=config.seed,
+            pad_token_id=pad_token_id,
+            vocab_size=vocab_size,
+        )
+
+
+def hyper_params(algorithm: AlgorithmConfig) -> DecaHyperParams:
+    """The pure-torch hyper-parameters of the inner step from the validated config."""
+    return DecaHyperParams(
+        lr=algorithm.lr,
+        adam_beta1=algorithm.adam_beta1,
+        adam_beta2=algorithm.adam_beta2,
+        eps=algorithm.eps,
+        bma_beta1=algorithm.bma_beta1,
+        bma_beta2=algorithm.bma_beta2,
+        variant=algorithm.variant,
+        h_sign=algorithm.h_sign,
+        h_scale=algorithm.h_scale,
+    )
+
+
+def block_partition(model: torch.nn.Module, algorithm: AlgorithmConfig) -> BlockPartition:
+    """The configured partition of ``model``'s parameters (identical on every client)."""
+    blocks = algorithm.blocks
+    return partition_model(
+        model,
+        layers_per_block=blocks.layers_per_block,
+        include_embeddings=blocks.include_embeddings,
+        include_final_norm=blocks.include_final_norm,
+        include_lm_head=blocks.include_lm_head,
+        groups=[(group.name, group.pattern) for group in blocks.groups],
+    )
+
+
+class ClientWorker:
+    """Owns x_i (the model), D_i (the shard) and the active block's moments (m, v)."""
+
+    def __init__(self, spec: ClientSpec, shard: Sequence[EncodedExample]) -> None:
+        self.spec = spec
+        self.shard = list(shard)
+        self.hp = hyper_params(spec.algorithm)
+        self.sampler = BatchSampler(len(self.shard), spec.batch_size, spec.seed, spec.client_index)
+        self.model = load_model(spec.model, spec.vocab_size, seed=spec.seed)
+        self.model.requires_grad_(False)
+        self.partition = block_partition(self.model, spec.algorithm)
+        self._parameters = dict(self.model.named_parameters())
+        self._persistent = spec.algorithm.moment_lifetime == "persistent"
+        self._saved_moments: dict[int, BlockMoments] = {}
+        self.active_block: int | None = None
+        self._flat: torch.Tensor | None = None  # x_k: the active block's parameters, flat
+        self._moments: BlockMoments | None = None
+        self._pending: tuple[torch.Tensor, HalfStep] | None = None  # (x_k before the step, half-step)
+
+    # ------------------------------------------------------------------ inner-step verbs
+
+    def begin_block(self, block_index: int) -> None:
+        """Activate block k: only its parameters need gradients; moments start at zero (or resume)."""
+        if self.active_block is not None:
+            for parameter in self._active_parameters():
+                parameter.requires_grad_(False)
+                parameter.grad = None
+        self.active_block = block_index
+        params = self._active_parameters()
+        self._flat = _flatten_into_views(params)
+        for parameter in params:
+            parameter.requires_grad_(True)
+        if self._persistent:
+            self._moments = self._saved_moments.setdefault(block_index, BlockMoments.zeros_like(self._flat))
+        else:
+            self._moments = BlockMoments.zeros_like(self._flat)
+
+    def half_step(self) -> tuple[torch.Tensor, dict[str, float]]:
+        """Local gradient on block k and the Adam half-step (Eq. 6); returns x½ and metrics."""
+        flat, moments = self._require_active()
+        batch = collate([self.shard[i] for i in self.sampler.next_indices()], self.spec.pad_token_id)
+        params = self._active_parameters()
+        for parameter in params:
+            parameter.grad = None
+        loss = self.model(**batch).loss
+        loss.backward()
+        grad = torch.cat([parameter.grad.reshape(-1) for parameter in params])  # (block_numel,)
+        x_old = flat.clone()
+        half = local_half_step(flat, grad, moments, self.hp)
+        self._pending = (x_old, half)
+        tokens = int((batch["labels"] != -100).sum())
+        return half.x_half, {"loss": float(loss.detach()), "answer_tokens": float(tokens)}
+
+    def mix(self, neighbours: Sequence[tuple[torch.Tensor, float]], self_weight: float) -> dict[str, float]:
+        """Gossip mix (Eq. 7), the consensus signal h and BMA; x_k ← x_new."""
+        flat, moments = self._require_active()
+        if self._pending is None:
+            raise RuntimeError("mix() called before half_step() in this inner step")
+        x_old, half = self._pending
+        x_new = mix(half.x_half, self_weight, neighbours)
+        h = discrepancy(x_old, x_new, self.hp)
+        apply_bma(moments, half, h, self.hp)
+        flat.copy_(x_new)
+        self._pending = None
+        return {"update_norm": float(torch.linalg.vector_norm(x_new - x_old))}
+
+    # ------------------------------------------------------------------ state
+
+    def active_block_tensor(self) -> torch.Tensor:
+        """x_k of the active block (a view: do not mutate)."""
+        flat, _ = self._require_active()
+        return flat
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Every parameter some block trains (detached copies), by name."""
+        return {
+            name: self._parameters[name].detach().clone()
+            for block in self.partition.blocks
+            for name in block.parameter_names
+        }
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, value in state.items():
+                self._parameters[name].copy_(value)
+
+    def block_bytes(self, block_index: int) -> int:
+        block = self.partition.blocks[block_index]
+        element_size = self._parameters[block.parameter_names[0]].element_size()
+        return block.numel * element_size
+
+    # ------------------------------------------------------------------ helpers
+
+    def _active_parameters(self) -> list[torch.nn.Parameter]:
+        assert self.active_block is not None
+        names = self.partition.blocks[self.active_block].parameter_names
+        return [self._parameters[name] for name in names]
+
+    def _require_active(self) -> tuple[torch.Tensor, BlockMoments]:
+        if self._flat is None or self._moments is None:
+            raise RuntimeError("no active block: call begin_block(k) first")
+        return self._flat, self._moments
+
+
+def _flatten_into_views(params: Sequence[torch.nn.Parameter]) -> torch.Tensor:
+    """Copy params into one contiguous buffer and make each parameter a view of it.
+
+    The optimizer then updates a single flat tensor in place and the model sees the change,
+    with no per-parameter Python loop in the inner step.
+    """
+    flat = torch.cat([parameter.detach().reshape(-1) for parameter in params])
+    offset = 0
+    for parameter in params:
+        numel = parameter.numel()
+        parameter.data = flat[offset : offset + numel].view_as(parameter)
+        offset += numel
+    return flat
