@@ -15,9 +15,10 @@ import torch
 from deca_ray.algorithm.blocks import BlockPartition, partition_model
 from deca_ray.algorithm.deca import BlockMoments, DecaHyperParams, HalfStep, apply_bma, discrepancy, local_half_step
 from deca_ray.algorithm.mixing import mix
-from deca_ray.config import AlgorithmConfig, ExperimentConfig, ModelConfig
+from deca_ray.config import AlgorithmConfig, EvaluationConfig, ExperimentConfig, ModelConfig
 from deca_ray.data.batching import BatchSampler, collate
-from deca_ray.data.types import EncodedExample
+from deca_ray.data.types import EncodedExample, PreparedData
+from deca_ray.evaluate import evaluate
 from deca_ray.models import load_model
 
 
@@ -159,6 +160,19 @@ class ClientWorker:
         with torch.no_grad():
             for name, value in state.items():
                 self._parameters[name].copy_(value)
+
+    def evaluate(
+        self, data: PreparedData, config: EvaluationConfig, state: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, float]:
+        """Held-out metrics of this client's model, or of ``state`` (e.g. x̄) loaded for the duration."""
+        if state is None:
+            return evaluate(self.model, data, config, self.spec.pad_token_id)
+        own = self.trainable_state()
+        self.load_trainable_state(state)
+        try:
+            return evaluate(self.model, data, config, self.spec.pad_token_id)
+        finally:
+            self.load_trainable_state(own)
 
     def block_bytes(self, block_index: int) -> int:
         block = self.partition.blocks[block_index]
