@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deca_ray.errors import ConfigError
 
@@ -22,7 +22,9 @@ from deca_ray.errors import ConfigError
 class _Part(BaseModel):
     """Base of every config part: unknown keys are errors, assignments are re-validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # numbers become strings where a str is expected: `--set tracking.run_name=2024` and YAML
+    # label_words keys like `0: World` are parsed as ints by YAML
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
 class TinyModelConfig(_Part):
@@ -86,13 +88,15 @@ class DataConfig(_Part):
     """Token budget per example; the text is truncated, never the answer."""
     batch_size: int = Field(4, ge=1)
 
-    @model_validator(mode="after")
-    def _test_size_in_range(self) -> DataConfig:
-        if isinstance(self.test_size, float) and not 0.0 < self.test_size < 1.0:
+    @field_validator("test_size")
+    @classmethod
+    def _test_size_in_range(cls, test_size: int | float) -> int | float:
+        # a field validator, so the error is reported at data.test_size, not at data
+        if isinstance(test_size, float) and not 0.0 < test_size < 1.0:
             raise ValueError("a fraction must lie in (0, 1); use an int for a count")
-        if isinstance(self.test_size, int) and self.test_size < 1:
+        if isinstance(test_size, int) and test_size < 1:
             raise ValueError("hold out at least 1 example")
-        return self
+        return test_size
 
 
 class PartitionConfig(_Part):
