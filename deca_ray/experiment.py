@@ -1,23 +1,18 @@
-"""Assemble an experiment from its config: tokenizer, data, graph, clients, evaluation."""
+"""Assemble an experiment from its config: tokenizer, data, graph and client specs."""
 
 from __future__ import annotations
 
 import logging
-import statistics
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from transformers import PreTrainedTokenizerBase
 
-from deca_ray.algorithm.mixing import average_states
 from deca_ray.algorithm.topology import Topology, build_topology
 from deca_ray.client import ClientSpec, ClientWorker
 from deca_ray.config import ExperimentConfig
 from deca_ray.data.prepare import prepare_data
 from deca_ray.data.types import PreparedData
-from deca_ray.evaluate import evaluate
-from deca_ray.models import load_model, load_tokenizer
+from deca_ray.models import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -72,30 +67,3 @@ def build_clients(config: ExperimentConfig, inputs: Inputs) -> list[ClientWorker
         ClientWorker(spec, shard)
         for spec, shard in zip(client_specs(config, inputs), inputs.data.client_shards, strict=True)
     ]
-
-
-def evaluate_states(
-    config: ExperimentConfig, inputs: Inputs, states: Sequence[dict[str, torch.Tensor]]
-) -> dict[str, float]:
-    """Held-out metrics of the network-average model and (optionally) of each client's model.
-
-    Keys: ``avg/<metric>`` for x̄, ``clients_mean/<metric>`` and ``clients_std/<metric>``.
-    """
-    model = load_model(config.model, inputs.vocab_size, seed=config.seed)
-    results = _evaluate_state(model, average_states(states), config, inputs, prefix="avg/")
-    if config.evaluation.per_client and len(states) > 1:
-        per_client = [_evaluate_state(model, state, config, inputs, prefix="") for state in states]
-        for metric in per_client[0]:
-            values = [client[metric] for client in per_client]
-            results[f"clients_mean/{metric}"] = statistics.fmean(values)
-            results[f"clients_std/{metric}"] = statistics.pstdev(values)
-    return results
-
-
-def _evaluate_state(model, state, config: ExperimentConfig, inputs: Inputs, prefix: str) -> dict[str, float]:
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name in state:
-                parameter.copy_(state[name])
-    metrics = evaluate(model, inputs.data, config.evaluation, inputs.pad_token_id)
-    return {prefix + key: value for key, value in metrics.items()}

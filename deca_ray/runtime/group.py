@@ -25,6 +25,8 @@ BlockHandle = Any
 class ClientGroup(Protocol):
     """One method per phase of an inner step, applied to every client at once."""
 
+    num_blocks: int
+
     def begin_block(self, block_index: int) -> None: ...
 
     def half_step(self) -> tuple[list[BlockHandle], list[dict[str, float]]]: ...
@@ -49,6 +51,7 @@ class LocalClientGroup:
 
     def __init__(self, clients: Sequence[ClientWorker]) -> None:
         self.clients = list(clients)
+        self.num_blocks = self.clients[0].partition.num_blocks
 
     def begin_block(self, block_index: int) -> None:
         for client in self.clients:

@@ -1,0 +1,80 @@
+"""Command line: ``deca-ray run CONFIG [--set key=value ...]`` (also ``python -m deca_ray``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from deca_ray.errors import DecaError
+
+logger = logging.getLogger("deca_ray")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.handler(args)
+    except DecaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deca-ray", description="Decentralized block-wise Adam (DECA) on Ray")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="train one experiment from a YAML config")
+    run.add_argument("config", nargs="?", help="YAML file (default: the built-in defaults)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value, e.g. --set algorithm.lr=1e-4 (repeatable)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(handler=_run)
+    show = commands.add_parser("config", help="print the fully resolved config and exit")
+    show.add_argument("config", nargs="?")
+    show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    show.set_defaults(handler=_show_config)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from deca_ray.config import load_config
+
+    config = load_config(args.config, args.overrides)  # validate before any heavy import
+    from deca_ray.progress import ProgressReporter, format_summary
+    from deca_ray.runner import run_experiment
+
+    with ProgressReporter(config, enabled=not args.no_progress) as progress:
+        result = run_experiment(config, on_step=progress.update, on_start=progress.start)
+    print(format_summary(result))
+    return 0
+
+
+def _show_config(args: argparse.Namespace) -> int:
+    from deca_ray.config import dump_config, load_config
+
+    print(dump_config(load_config(args.config, args.overrides)), end="")
+    return 0
+
+
+def _setup_logging(verbose: bool) -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("httpx", "urllib3", "filelock", "alembic", "mlflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

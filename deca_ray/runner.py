@@ -1,0 +1,163 @@
+"""Run one experiment end to end: data, clients, evaluation before/after, training, tracking."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from deca_ray.config import ExperimentConfig, dump_config
+from deca_ray.experiment import Inputs, build_clients, client_specs, prepare_inputs
+from deca_ray.plots import draw_loss_curves, draw_topology
+from deca_ray.reference import run_reference
+from deca_ray.runtime.group import ClientGroup, LocalClientGroup
+from deca_ray.runtime.topology_service import TopologyService
+from deca_ray.schedule import StepMetrics, total_steps
+from deca_ray.tracking import Tracker
+
+logger = logging.getLogger(__name__)
+
+StepCallback = Callable[[StepMetrics], None]
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports (also written as ``summary.json`` in the run directory)."""
+
+    run_dir: Path
+    summary: dict
+    history: list[StepMetrics]
+    tracking_uri: str | None
+    run_id: str | None
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    on_step: StepCallback | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> RunResult:
+    """Train with the configured backend and return metrics; the run directory holds every artifact."""
+    started = time.perf_counter()
+    inputs = prepare_inputs(config)  # bad data fails here, before anything is written
+    run_dir = _new_run_dir(config)
+    (run_dir / "config.yaml").write_text(dump_config(config))
+    _write_json(run_dir / "partition.json", inputs.data.partition_report)
+    tracker = Tracker(config.tracking, run_dir)
+    tracker.start(config)
+    status = "FAILED"
+    try:
+        with ExitStack() as stack:
+            result = _train_and_evaluate(config, inputs, run_dir, tracker, stack, on_step, on_start)
+        result.summary["wall_time_s"] = time.perf_counter() - started
+        _finish(result, tracker, run_dir, inputs)
+        status = "FINISHED"
+        return result
+    finally:
+        tracker.end(status)
+
+
+def _train_and_evaluate(
+    config: ExperimentConfig, inputs: Inputs, run_dir: Path, tracker: Tracker, stack: ExitStack,
+    on_step: StepCallback | None, on_start: Callable[[int], None] | None,
+) -> RunResult:
+    service = TopologyService(inputs.topology)
+    group, train = _backend(config, inputs, service, stack)
+    summary: dict = {"name": config.name, "backend": config.runtime.backend, "num_clients": config.num_clients,
+                     "topology": service.describe(), "fingerprint": config.fingerprint()}
+    if config.evaluation.before_training:
+        # Every client starts from x0, so x̄ and each client's model are the same model here.
+        summary["before"] = _prefixed(group.evaluate_average(inputs.data, config.evaluation), "avg/")
+        tracker.log_metrics(summary["before"] | {"spectral_gap": service.spectral_gap()}, step=0)
+
+    def record(metrics: StepMetrics) -> None:
+        tracker.log_step(metrics)
+        if on_step is not None:
+            on_step(metrics)
+
+    if on_start is not None:
+        on_start(total_steps(group.num_blocks, config.algorithm))
+    history = train(record)
+    summary["steps"] = len(history)
+    summary["final_mean_loss"] = history[-1].mean_loss if history else None
+    summary["bytes_sent_per_client"] = [sum(m.bytes_sent[i] for m in history) for i in range(config.num_clients)]
+    summary["median_step_time_s"] = sorted(m.step_time_s for m in history)[len(history) // 2] if history else None
+    if config.evaluation.after_training:
+        summary["after"] = _evaluate_after(group, inputs, config)
+        tracker.log_metrics({f"final/{k}": v for k, v in summary["after"].items()}, step=len(history))
+    return RunResult(run_dir, summary, history, tracker.tracking_uri, tracker.run_id)
+
+
+def _backend(config: ExperimentConfig, inputs: Inputs, service: TopologyService, stack: ExitStack):
+    """The client group and the training loop of the configured backend."""
+    if config.runtime.backend == "reference":
+        clients = build_clients(config, inputs)
+        group: ClientGroup = LocalClientGroup(clients)
+        return group, lambda record: run_reference(clients, inputs.topology, config.algorithm, config.seed, record)
+    import ray
+
+    from deca_ray.runtime.cluster import connect, disconnect
+    from deca_ray.runtime.driver import Driver
+    from deca_ray.runtime.ray_group import RayClientGroup
+
+    started_here = connect(config.runtime)
+    stack.callback(disconnect, started_here)
+    topology_actor = ray.remote(TopologyService).options(num_cpus=0).remote(inputs.topology)
+    group = RayClientGroup(client_specs(config, inputs), inputs.data.client_shards, config.runtime)
+    stack.callback(group.shutdown)
+    driver = Driver(
+        group,
+        plans=lambda step: ray.get(topology_actor.plans.remote(step)),
+        num_blocks=group.num_blocks,
+        algorithm=config.algorithm,
+        seed=config.seed,
+    )
+    return group, driver.run
+
+
+def _evaluate_after(group: ClientGroup, inputs: Inputs, config: ExperimentConfig) -> dict[str, float]:
+    results = _prefixed(group.evaluate_average(inputs.data, config.evaluation), "avg/")
+    if config.evaluation.per_client:
+        per_client = group.evaluate_clients(inputs.data, config.evaluation)
+        for metric in per_client[0]:
+            values = [client[metric] for client in per_client]
+            mean = sum(values) / len(values)
+            results[f"clients_mean/{metric}"] = mean
+            results[f"clients_std/{metric}"] = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+    return results
+
+
+def _finish(result: RunResult, tracker: Tracker, run_dir: Path, inputs: Inputs) -> None:
+    history = [metrics.as_dict() for metrics in result.history]
+    with (run_dir / "metrics.jsonl").open("w") as stream:
+        for record in history:
+            stream.write(json.dumps(record) + "\n")
+    result.summary["tracking_uri"] = tracker.tracking_uri
+    result.summary["mlflow_run_id"] = tracker.run_id
+    artifacts = [run_dir / "config.yaml", run_dir / "partition.json", run_dir / "metrics.jsonl",
+                 draw_topology(result.summary["topology"], run_dir / "topology.png"),
+                 _write_json(run_dir / "summary.json", result.summary)]
+    if history:
+        artifacts.append(draw_loss_curves(history, run_dir / "loss_curves.png"))
+    for path in artifacts:
+        tracker.log_artifact(path)
+
+
+def _prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    return {prefix + key: value for key, value in metrics.items()}
+
+
+def _new_run_dir(config: ExperimentConfig) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    run_dir = config.tracking.output_dir / f"{config.name}-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    return run_dir
+
+
+def _write_json(path: Path, payload: dict) -> Path:
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path
