@@ -7,6 +7,7 @@ with ``ray.remote`` where the group spawns it. Its verbs follow one inner step:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -115,6 +116,7 @@ class ClientWorker:
     def half_step(self) -> tuple[torch.Tensor, dict[str, float]]:
         """Local gradient on block k and the Adam half-step (Eq. 6); returns x½ and metrics."""
         flat, moments = self._require_active()
+        started = time.perf_counter()
         batch = collate([self.shard[i] for i in self.sampler.next_indices()], self.spec.pad_token_id)
         params = self._active_parameters()
         for parameter in params:
@@ -125,8 +127,12 @@ class ClientWorker:
         x_old = flat.clone()
         half = local_half_step(flat, grad, moments, self.hp)
         self._pending = (x_old, half)
-        tokens = int((batch["labels"] != -100).sum())
-        return half.x_half, {"loss": float(loss.detach()), "answer_tokens": float(tokens)}
+        info = {
+            "loss": float(loss.detach()),
+            "tokens": float(batch["attention_mask"].sum()),
+            "compute_s": time.perf_counter() - started,
+        }
+        return half.x_half, info
 
     def mix(self, neighbours: Sequence[tuple[torch.Tensor, float]], self_weight: float) -> dict[str, float]:
         """Gossip mix (Eq. 7), the consensus signal h and BMA; x_k ← x_new."""

@@ -16,7 +16,7 @@ from deca_ray.algorithm.mixing import consensus_distance
 from deca_ray.algorithm.topology import Topology
 from deca_ray.client import ClientWorker
 from deca_ray.config import AlgorithmConfig
-from deca_ray.schedule import StepMetrics, schedule
+from deca_ray.schedule import Position, StepMetrics, schedule
 
 
 def run_reference(
@@ -40,14 +40,14 @@ def run_reference(
     return history
 
 
-def inner_step(clients: Sequence[ClientWorker], topology: Topology, position) -> StepMetrics:
+def inner_step(clients: Sequence[ClientWorker], topology: Topology, position: Position) -> StepMetrics:
     """Half-step on every client, exchange x½ with neighbours, mix, BMA."""
     started = time.perf_counter()
-    halves, losses = [], []
+    halves, infos = [], []
     for client in clients:
         x_half, info = client.half_step()
         halves.append(x_half)
-        losses.append(info["loss"])
+        infos.append(info)
     exchange_started = time.perf_counter()
     for index, client in enumerate(clients):
         neighbours = [(halves[j], weight) for j, weight in topology.in_neighbours(index, position.global_step)]
@@ -56,9 +56,11 @@ def inner_step(clients: Sequence[ClientWorker], topology: Topology, position) ->
     block_bytes = clients[0].block_bytes(position.block_index)
     return StepMetrics(
         position=position,
-        client_losses=losses,
+        client_losses=[info["loss"] for info in infos],
         bytes_sent=[block_bytes * topology.out_degree(i, position.global_step) for i in range(len(clients))],
         step_time_s=time.perf_counter() - started,
         exchange_time_s=exchange_time,
         consensus_distance=consensus_distance(torch.stack([c.active_block_tensor() for c in clients])),
+        client_compute_s=[info["compute_s"] for info in infos],
+        client_tokens=[info["tokens"] for info in infos],
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from deca_ray.config import ExperimentConfig, dump_config
 from deca_ray.experiment import Inputs, build_clients, client_specs, prepare_inputs
+from deca_ray.metrics import RayMetrics
 from deca_ray.plots import draw_loss_curves, draw_topology
 from deca_ray.reference import run_reference
 from deca_ray.runtime.group import ClientGroup, LocalClientGroup
@@ -74,8 +75,12 @@ def _train_and_evaluate(
         summary["before"] = _prefixed(group.evaluate_average(inputs.data, config.evaluation), "avg/")
         tracker.log_metrics(summary["before"] | {"spectral_gap": service.spectral_gap()}, step=0)
 
+    ray_metrics = RayMetrics(run_dir.name)
+    ray_metrics.record_spectral_gap(service.spectral_gap())
+
     def record(metrics: StepMetrics) -> None:
         tracker.log_step(metrics)
+        _record_ray_metrics(ray_metrics, metrics)
         if on_step is not None:
             on_step(metrics)
 
@@ -117,6 +122,22 @@ def _backend(config: ExperimentConfig, inputs: Inputs, service: TopologyService,
         seed=config.seed,
     )
     return group, driver.run
+
+
+def _record_ray_metrics(ray_metrics: RayMetrics, metrics: StepMetrics) -> None:
+    position = metrics.position
+    ray_metrics.record_step(
+        round=position.round_index,
+        block=position.block_index,
+        inner_step=position.inner_step,
+        client_losses=metrics.client_losses,
+        consensus_distance=metrics.consensus_distance,
+        bytes_sent=metrics.bytes_sent,
+        step_s=metrics.step_time_s,
+        exchange_s=metrics.exchange_time_s,
+        barrier_wait_s=metrics.barrier_wait_s,
+        tokens_per_s=metrics.tokens_per_s,
+    )
 
 
 def _evaluate_after(group: ClientGroup, inputs: Inputs, config: ExperimentConfig) -> dict[str, float]:

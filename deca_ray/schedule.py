@@ -47,15 +47,30 @@ class StepMetrics:
     exchange_time_s: float = 0.0
     consensus_distance: float | None = None
     """Mean over clients of ‖x_i − x̄‖² on the active block after mixing."""
-    extra: dict[str, float] = field(default_factory=dict)
+    client_compute_s: list[float] = field(default_factory=list)
+    """Each client's own half-step time (forward, backward, Adam)."""
+    client_tokens: list[float] = field(default_factory=list)
 
     @property
     def mean_loss(self) -> float:
         return sum(self.client_losses) / len(self.client_losses)
+
+    @property
+    def barrier_wait_s(self) -> float:
+        """Mean time a client idles at the lockstep barrier waiting for the slowest one."""
+        if not self.client_compute_s:
+            return 0.0
+        slowest = max(self.client_compute_s)
+        return sum(slowest - own for own in self.client_compute_s) / len(self.client_compute_s)
+
+    @property
+    def tokens_per_s(self) -> list[float]:
+        return [tokens / max(seconds, 1e-9) for tokens, seconds in zip(self.client_tokens, self.client_compute_s)]
 
     def as_dict(self) -> dict:
         record = asdict(self)
         record.update(asdict(self.position))
         del record["position"]
         record["mean_loss"] = self.mean_loss
+        record["barrier_wait_s"] = self.barrier_wait_s
         return record

@@ -41,6 +41,7 @@ def step_metrics(metrics: StepMetrics) -> dict[str, float]:
         "bytes_sent/per_client_mean": sum(metrics.bytes_sent) / len(metrics.bytes_sent),
         "time/step_s": metrics.step_time_s,
         "time/exchange_s": metrics.exchange_time_s,
+        "time/barrier_wait_s": metrics.barrier_wait_s,
         "schedule/round": float(metrics.position.round_index),
         "schedule/block": float(metrics.position.block_index),
     }

@@ -66,5 +66,6 @@ class Driver:
             step_time_s=time.perf_counter() - started,
             exchange_time_s=exchange_time,
             consensus_distance=distance,
-            extra={"answer_tokens": sum(info.get("answer_tokens", 0.0) for info in infos)},
+            client_compute_s=[info["compute_s"] for info in infos],
+            client_tokens=[info["tokens"] for info in infos],
         )
