@@ -91,6 +91,7 @@ class ClientWorker:
         self._persistent = spec.algorithm.moment_lifetime == "persistent"
         self._saved_moments: dict[int, BlockMoments] = {}
         self.active_block: int | None = None
+        self.trained_blocks: list[int] = []  # blocks activated so far, in first-activation order
         self._flat: torch.Tensor | None = None  # x_k: the active block's parameters, flat
         self._moments: BlockMoments | None = None
         self._pending: tuple[torch.Tensor, HalfStep] | None = None  # (x_k before the step, half-step)
@@ -104,6 +105,8 @@ class ClientWorker:
                 parameter.requires_grad_(False)
                 parameter.grad = None
         self.active_block = block_index
+        if block_index not in self.trained_blocks:
+            self.trained_blocks.append(block_index)
         params = self._active_parameters()
         self._flat = _flatten_into_views(params)
         for parameter in params:
@@ -162,6 +165,14 @@ class ClientWorker:
             for name in block.parameter_names
         }
 
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """Parameters of the blocks trained so far (detached copies): all that differs from x0."""
+        return {
+            name: self._parameters[name].detach().clone()
+            for block_index in self.trained_blocks
+            for name in self.partition.blocks[block_index].parameter_names
+        }
+
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
             for name, value in state.items():
@@ -173,7 +184,7 @@ class ClientWorker:
         """Held-out metrics of this client's model, or of ``state`` (e.g. x̄) loaded for the duration."""
         if state is None:
             return evaluate(self.model, data, config, self.spec.pad_token_id)
-        own = self.trainable_state()
+        own = {name: self._parameters[name].detach().clone() for name in state}
         self.load_trainable_state(state)
         try:
             return evaluate(self.model, data, config, self.spec.pad_token_id)

@@ -207,7 +207,7 @@ class EvaluationConfig(_Part):
 class RuntimeConfig(_Part):
     """Where and how clients run."""
 
-    backend: Literal["ray", "reference"] = "reference"
+    backend: Literal["ray", "reference"] = "ray"
     """``ray``: one actor per client; ``reference``: all clients in this process (the oracle)."""
     address: str | None = None
     """Ray address; default ``$RAY_ADDRESS``, else an embedded local cluster."""

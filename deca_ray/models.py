@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
 
 from deca_ray.config import ModelConfig
 from deca_ray.errors import ModelError
@@ -48,6 +49,7 @@ def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
 def load_model(config: ModelConfig, vocab_size: int, seed: int = 0) -> PreTrainedModel:
     """The causal LM every client starts from; ``vocab_size`` sizes the tiny preset's embeddings."""
     dtype = _DTYPES[config.dtype]
+    transformers_logging.disable_progress_bar()  # one bar per actor per load floods the driver's log
     if config.name == TINY_LLAMA:
         return build_tiny_llama(config, vocab_size, seed).to(dtype)
     source = packaged_smollm2_dir(config) if config.name == SMOLLM2 else config.name

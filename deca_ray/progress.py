@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from tqdm import tqdm
@@ -12,6 +13,8 @@ from deca_ray.schedule import StepMetrics
 if TYPE_CHECKING:
     from deca_ray.runner import RunResult
 
+logger = logging.getLogger(__name__)
+
 
 class ProgressReporter:
     """A tqdm bar over all inner steps; shows where training is and the clients' mean loss."""
@@ -20,6 +23,7 @@ class ProgressReporter:
         self.config = config
         self.enabled = enabled
         self._bar: tqdm | None = None
+        self._total: int | None = None
 
     def __enter__(self) -> ProgressReporter:
         return self
@@ -29,18 +33,21 @@ class ProgressReporter:
             self._bar.close()
 
     def start(self, total_steps: int) -> None:
+        self._total = total_steps
         if self.enabled:
             self._bar = tqdm(total=total_steps, desc="training", unit="step", dynamic_ncols=True)
 
     def update(self, metrics: StepMetrics) -> None:
-        if self._bar is None:
-            return
         position = metrics.position
-        self._bar.set_postfix_str(
+        where = (
             f"round {position.round_index + 1}/{self.config.algorithm.rounds} block {position.block_index} "
-            f"step {position.inner_step + 1}/{self.config.algorithm.inner_steps} loss {metrics.mean_loss:.4f}",
-            refresh=False,
+            f"step {position.inner_step + 1}/{self.config.algorithm.inner_steps} loss {metrics.mean_loss:.4f}"
         )
+        if self._bar is None:
+            # Job logs (ray job submit, --no-progress): one line per step instead of a bar.
+            logger.info("step %d/%s: %s (%.1f s)", position.global_step + 1, self._total, where, metrics.step_time_s)
+            return
+        self._bar.set_postfix_str(where, refresh=False)
         self._bar.update(1)
 
 

@@ -29,7 +29,7 @@ def connect(runtime: RuntimeConfig) -> bool:
             ray.init(address=address, log_to_driver=True)
             logger.info("connected to Ray cluster at %s", address)
             return False
-        ray.init(
+        context = ray.init(
             address="local",
             include_dashboard=runtime.include_dashboard,
             dashboard_host=runtime.dashboard_host,
@@ -42,8 +42,8 @@ def connect(runtime: RuntimeConfig) -> bool:
             f"cannot start or reach Ray ({target}): {error}. Check runtime.address / RAY_ADDRESS and that "
             f"RAY_AUTH_MODE ({os.environ['RAY_AUTH_MODE']}) matches the cluster's"
         ) from error
-    context = ray.get_runtime_context()
-    logger.info("started embedded Ray cluster (dashboard: %s)", getattr(context, "dashboard_url", None) or "off")
+    dashboard = f"http://{context.dashboard_url}" if context.dashboard_url else "off"
+    logger.info("started embedded Ray cluster (dashboard: %s)", dashboard)
     return True
 
 

@@ -74,7 +74,8 @@ class LocalClientGroup:
         return self.clients[0].block_bytes(block_index)
 
     def evaluate_average(self, data: PreparedData, config: EvaluationConfig) -> dict[str, float]:
-        return self.clients[0].evaluate(data, config, state=average_states(self.trainable_states()))
+        states = [client.trained_state() for client in self.clients]  # the rest of x̄ is x0
+        return self.clients[0].evaluate(data, config, state=average_states(states))
 
     def evaluate_clients(self, data: PreparedData, config: EvaluationConfig) -> list[dict[str, float]]:
         return [client.evaluate(data, config) for client in self.clients]

@@ -61,6 +61,9 @@ class ClientActor:
     def trainable_state(self) -> dict[str, torch.Tensor]:
         return self.worker.trainable_state()
 
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        return self.worker.trained_state()
+
     def evaluate(self, data: PreparedData, config: EvaluationConfig) -> dict[str, float]:
         return self.worker.evaluate(data, config)
 
@@ -139,7 +142,8 @@ class RayClientGroup:
     # ------------------------------------------------------------------ evaluation and state
 
     def evaluate_average(self, data: PreparedData, config: EvaluationConfig) -> dict[str, float]:
-        states = [actor.trainable_state.remote() for actor in self.actors]
+        # Only trained blocks differ between clients; the rest of x̄ is x0, already in every actor.
+        states = [actor.trained_state.remote() for actor in self.actors]
         return self._get(self.actors[0].evaluate_average.remote(self._data(data), config, *states), "evaluate x̄")
 
     def evaluate_clients(self, data: PreparedData, config: EvaluationConfig) -> list[dict[str, float]]:

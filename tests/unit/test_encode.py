@@ -30,11 +30,10 @@ def prompt(tokenizer):
 
 
 def test_untruncated_example_equals_the_chat_template(tokenizer, prompt) -> None:
-    content = (
-        "Classify the topic of the following text. Answer with one of: business, entertainment, politics, sports, tech."
-        "\n\nTitle: Shares rise\n\nText: Profits at the firm rose sharply in the third quarter."
-    )
-    chat = [{"role": "user", "content": content}, {"role": "assistant", "content": "business"}]
+    instruction = "Classify the topic of the following text. Answer with one of: business, entertainment, politics, sports, tech."
+    content = "Title: Shares rise\n\nText: Profits at the firm rose sharply in the third quarter."
+    chat = [{"role": "system", "content": instruction}, {"role": "user", "content": content},
+            {"role": "assistant", "content": "business"}]
     expected = tokenizer.apply_chat_template(chat, tokenize=True, return_dict=False)
 
     [example] = encode_classification([RECORD], [0], prompt, tokenizer, body_words=60, max_tokens=512)

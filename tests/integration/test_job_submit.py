@@ -1,0 +1,79 @@
+"""``ray job submit`` against a ``ray start --head`` cluster on 127.0.0.1, then the MLflow run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent
+CONFIG = """
+name: submitted
+num_clients: 2
+model: {name: tiny-llama, tiny: {num_layers: 2, hidden_size: 32, num_heads: 4, num_kv_heads: 2, intermediate_size: 64}}
+data: {max_train_examples: 40, test_size: 10, max_tokens: 48, body_words: 20, batch_size: 2}
+algorithm: {inner_steps: 2, lr: 1.0e-3, blocks: {layers_per_block: 1}}
+runtime: {backend: ray, cpus_per_client: 0.25}
+evaluation: {per_client: false}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture()
+def head_node(tmp_path):
+    """A real head node on loopback with the dashboard (job API); stopped afterwards."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    dashboard_port, gcs_port = _free_port(), _free_port()
+    subprocess.run(
+        [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--num-cpus=2",
+         "--object-store-memory=300000000", "--include-dashboard=true", f"--temp-dir={tmp_path / 'ray'}"],
+        env=env, check=True, capture_output=True, timeout=120,
+    )
+    try:
+        yield f"http://127.0.0.1:{dashboard_port}", env
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_job_submit_runs_to_success_and_logs_to_mlflow(head_node, tmp_path):
+    # Prepare: a working dir holding a tiny config; results go to an absolute path we can read.
+    address, env = head_node
+    workdir = tmp_path / "job"
+    workdir.mkdir()
+    (workdir / "tiny.yaml").write_text(CONFIG)
+    output = tmp_path / "runs"
+    # Execute: ray job submit waits for the job and exits non-zero unless it SUCCEEDED
+    result = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", f"--address={address}", f"--working-dir={workdir}", "--",
+         sys.executable, "-m", "deca_ray", "run", "tiny.yaml", "--no-progress",
+         "--set", f"tracking.output_dir={output}"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    # Assert
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "SUCCEEDED" in result.stdout
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{output / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["deca-ray"], output_format="list")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    metrics = runs[0].data.metrics
+    assert {"loss/mean", "bytes_sent/total", "final/avg/accuracy", "avg/accuracy"} <= set(metrics)
+    assert runs[0].data.params["num_clients"] == "2"
+    history = mlflow.MlflowClient().get_metric_history(runs[0].info.run_id, "loss/mean")
+    assert len(history) == 2  # one point per inner step
+    shutil.rmtree(output / "mlartifacts", ignore_errors=True)
