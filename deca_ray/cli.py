@@ -7,8 +7,9 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from deca_ray.errors import DecaError
+from deca_ray.errors import ConfigError, DecaError
 
 logger = logging.getLogger("deca_ray")
 
@@ -33,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="train one experiment from a YAML config")
     run.add_argument("config", nargs="?", help="YAML file (default: the built-in defaults)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint (uses its config.yaml)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. --set algorithm.lr=1e-4 (repeatable)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -41,18 +43,35 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("config", nargs="?")
     show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     show.set_defaults(handler=_show_config)
+    _add_bench(commands)
     return parser
+
+
+# ---------------------------------------------------------------------- benchmarks (deca_ray/bench)
+
+
+def _add_bench(commands: argparse._SubParsersAction) -> None:
+    """``deca-ray bench system``: parser and handler live in deca_ray.bench.command."""
+    from deca_ray.bench.command import add_bench_commands
+
+    add_bench_commands(commands)
 
 
 def _run(args: argparse.Namespace) -> int:
     from deca_ray.config import load_config
 
-    config = load_config(args.config, args.overrides)  # validate before any heavy import
-    from deca_ray.progress import ProgressReporter, format_summary
+    resume_dir = Path(args.resume) if args.resume else None
+    if resume_dir is not None:
+        if args.config:
+            raise ConfigError("pass either CONFIG or --resume RUN_DIR (a resumed run uses RUN_DIR/config.yaml)")
+        if not (resume_dir / "config.yaml").is_file():
+            raise ConfigError(f"--resume {resume_dir}: no config.yaml there; pass a run directory under runs/")
+    config = load_config(resume_dir / "config.yaml" if resume_dir else args.config, args.overrides)
+    from deca_ray.progress import ProgressReporter, format_summary  # heavy imports after validation
     from deca_ray.runner import run_experiment
 
     with ProgressReporter(config, enabled=not args.no_progress) as progress:
-        result = run_experiment(config, on_step=progress.update, on_start=progress.start)
+        result = run_experiment(config, on_step=progress.update, on_start=progress.start, resume_dir=resume_dir)
     print(format_summary(result))
     return 0
 

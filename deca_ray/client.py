@@ -132,6 +132,7 @@ class ClientWorker:
         self._pending = (x_old, half)
         info = {
             "loss": float(loss.detach()),
+            "finite": float(bool(torch.isfinite(half.x_half).all())),
             "tokens": float(batch["attention_mask"].sum()),
             "compute_s": time.perf_counter() - started,
         }
@@ -173,6 +174,50 @@ class ClientWorker:
             for name in self.partition.blocks[block_index].parameter_names
         }
 
+    def checkpoint_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """(tensors, metadata) that restore this client exactly at an inner-step boundary."""
+        if self._pending is not None:
+            raise RuntimeError("cannot checkpoint between half_step() and mix()")
+        tensors = {f"param/{name}": value for name, value in self.trained_state().items()}
+        moments = dict(self._saved_moments)
+        if self.active_block is not None and self._moments is not None:
+            moments[self.active_block] = self._moments
+        for block_index, state in moments.items():
+            tensors[f"moments/{block_index}/m"] = state.m
+            tensors[f"moments/{block_index}/v"] = state.v
+        tensors["rng/torch"] = torch.get_rng_state()
+        meta = {
+            "active_block": self.active_block,
+            "trained_blocks": list(self.trained_blocks),
+            "moment_steps": {str(block): state.step for block, state in moments.items()},
+            "sampler": self.sampler.state(),
+        }
+        return tensors, meta
+
+    def restore_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Inverse of ``checkpoint_state`` (on a fresh or a running client)."""
+        trained_since = [block for block in self.trained_blocks if block not in meta["trained_blocks"]]
+        if trained_since:  # rolling back past these blocks' first activation: they return to x0
+            self._reset_to_base(trained_since)
+        self.load_trainable_state(
+            {name.removeprefix("param/"): value for name, value in tensors.items() if name.startswith("param/")}
+        )
+        moments = {
+            int(block): BlockMoments(tensors[f"moments/{block}/m"].clone(), tensors[f"moments/{block}/v"].clone(), step)
+            for block, step in meta["moment_steps"].items()
+        }
+        active = meta["active_block"]
+        self._saved_moments = {block: state for block, state in moments.items() if self._persistent}
+        self._pending = None
+        if active is not None:
+            self.begin_block(active)
+            self._moments = moments[active]
+            if self._persistent:
+                self._saved_moments[active] = self._moments
+        self.trained_blocks = list(meta["trained_blocks"])
+        self.sampler.load_state(meta["sampler"])
+        torch.set_rng_state(tensors["rng/torch"])
+
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
             for name, value in state.items():
@@ -197,6 +242,11 @@ class ClientWorker:
         return block.numel * element_size
 
     # ------------------------------------------------------------------ helpers
+
+    def _reset_to_base(self, blocks: Sequence[int]) -> None:
+        base = dict(load_model(self.spec.model, self.spec.vocab_size, seed=self.spec.seed).named_parameters())
+        names = [name for block in blocks for name in self.partition.blocks[block].parameter_names]
+        self.load_trainable_state({name: base[name].detach() for name in names})
 
     def _active_parameters(self) -> list[torch.nn.Parameter]:
         assert self.active_block is not None

@@ -207,8 +207,8 @@ class EvaluationConfig(_Part):
 class RuntimeConfig(_Part):
     """Where and how clients run."""
 
-    backend: Literal["ray", "reference"] = "ray"
-    """``ray``: one actor per client; ``reference``: all clients in this process (the oracle)."""
+    backend: Literal["ray", "local"] = "ray"
+    """``ray``: one actor per client; ``local``: all clients in this process (debugging, baselines)."""
     address: str | None = None
     """Ray address; default ``$RAY_ADDRESS``, else an embedded local cluster."""
     cpus_per_client: float = Field(0.5, gt=0)
@@ -223,7 +223,16 @@ class RuntimeConfig(_Part):
     include_dashboard: bool = True
     auth_mode: Literal["disabled", "token"] = "disabled"
     """Ray 2.60 token auth for the embedded cluster; must match an external cluster's mode."""
-
+    failure_policy: Literal["restart", "drop"] = "restart"
+    """A dead client: ``restart`` it and roll everyone back to the last checkpoint, or ``drop`` it
+    and re-weight the survivors (they roll back too, to stay consistent)."""
+    max_restarts: int = Field(3, ge=0)
+    """Restarts allowed per client actor before the run fails."""
+    straggler_policy: Literal["wait", "skip"] = "wait"
+    """``skip``: after ``straggler_timeout_s``, mix over the neighbours that arrived (renormalised)."""
+    straggler_timeout_s: float = Field(60.0, gt=0)
+    nan_policy: Literal["stop", "rollback"] = "stop"
+    """Non-finite loss or block: stop with an error, or roll back to the last checkpoint and retry once."""
 
 class TrackingConfig(_Part):
     """MLflow: where runs, metrics and artifacts go."""
@@ -234,15 +243,20 @@ class TrackingConfig(_Part):
     experiment: str = "deca-ray"
     run_name: str | None = None
     output_dir: Path = Path("runs")
+    consensus_every_steps: int = Field(1, ge=0)
+    """Measure the consensus distance every N inner steps (0: never); it reads every client's block."""
 
 
 class CheckpointConfig(_Part):
-    """Checkpoints: safetensors + JSON manifest, written atomically."""
+    """Checkpoints: safetensors + JSON manifest, written atomically; what failures roll back to."""
 
-    enabled: bool = False
+    enabled: bool = True
     every_steps: int | None = Field(None, ge=1)
+    """Also checkpoint every N inner steps (besides block boundaries)."""
     at_block_boundary: bool = True
     keep_last: int = Field(2, ge=1)
+    directory: Path | None = None
+    """Default: ``<run dir>/checkpoints``; must be shared storage on a multi-node cluster."""
 
 
 class ExperimentConfig(_Part):

@@ -135,26 +135,28 @@ class RayMetrics:
         exchange_s: float,
         barrier_wait_s: float,
         tokens_per_s: Sequence[float],
+        clients: Sequence[int] | None = None,
     ) -> None:
-        """Record one inner step; per-client lists are indexed by client id."""
+        """Record one inner step; per-client lists follow ``clients`` (default: ids 0..n-1)."""
         m = self._metrics()
         if m is None:
             return
+        ids = [str(client) for client in (clients if clients is not None else range(len(client_losses)))]
         m[ROUND].set(float(round))
         m[BLOCK].set(float(block))
         m[INNER_STEP].set(float(inner_step))
-        for client, loss in enumerate(client_losses):
-            m[CLIENT_LOSS].set(float(loss), tags={"client": str(client)})
+        for client, loss in zip(ids, client_losses):
+            m[CLIENT_LOSS].set(float(loss), tags={"client": client})
         if consensus_distance is not None:
             m[CONSENSUS_DISTANCE].set(float(consensus_distance))
-        for client, sent in enumerate(bytes_sent):
+        for client, sent in zip(ids, bytes_sent):
             if sent > 0:  # Counter.inc rejects 0 (e.g. a dropped client this step)
-                m[BYTES_SENT].inc(float(sent), tags={"client": str(client)})
+                m[BYTES_SENT].inc(float(sent), tags={"client": client})
         m[STEP_SECONDS].observe(float(step_s))
         m[EXCHANGE_SECONDS].observe(float(exchange_s))
         m[BARRIER_WAIT_SECONDS].observe(float(barrier_wait_s))
-        for client, rate in enumerate(tokens_per_s):
-            m[TOKENS_PER_SECOND].set(float(rate), tags={"client": str(client)})
+        for client, rate in zip(ids, tokens_per_s):
+            m[TOKENS_PER_SECOND].set(float(rate), tags={"client": client})
 
     def record_spectral_gap(self, gap: float) -> None:
         """Record the spectral gap whenever the topology (mixing matrix) changes."""

@@ -56,6 +56,7 @@ def inner_step(clients: Sequence[ClientWorker], topology: Topology, position: Po
     block_bytes = clients[0].block_bytes(position.block_index)
     return StepMetrics(
         position=position,
+        clients=[client.spec.client_index for client in clients],
         client_losses=[info["loss"] for info in infos],
         bytes_sent=[block_bytes * topology.out_degree(i, position.global_step) for i in range(len(clients))],
         step_time_s=time.perf_counter() - started,

@@ -12,10 +12,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from deca_ray.config import ExperimentConfig, dump_config
+from deca_ray.errors import DecaError
 from deca_ray.experiment import Inputs, build_clients, client_specs, prepare_inputs
 from deca_ray.metrics import RayMetrics
 from deca_ray.plots import draw_loss_curves, draw_topology
-from deca_ray.reference import run_reference
+from deca_ray.runtime.checkpointer import Checkpointer
+from deca_ray.runtime.driver import Driver
 from deca_ray.runtime.group import ClientGroup, LocalClientGroup
 from deca_ray.runtime.topology_service import TopologyService
 from deca_ray.schedule import StepMetrics, total_steps
@@ -41,21 +43,31 @@ def run_experiment(
     config: ExperimentConfig,
     on_step: StepCallback | None = None,
     on_start: Callable[[int], None] | None = None,
+    resume_dir: Path | None = None,
 ) -> RunResult:
-    """Train with the configured backend and return metrics; the run directory holds every artifact."""
+    """Train with the configured backend; with ``resume_dir``, continue that run from its last checkpoint."""
     started = time.perf_counter()
     inputs = prepare_inputs(config)  # bad data fails here, before anything is written
-    run_dir = _new_run_dir(config)
-    (run_dir / "config.yaml").write_text(dump_config(config))
-    _write_json(run_dir / "partition.json", inputs.data.partition_report)
+    checkpointer = Checkpointer(config.checkpoint, Path("."), config.fingerprint(), config.algorithm.inner_steps)
+    if resume_dir is not None:
+        run_dir = resume_dir
+        checkpointer.directory = config.checkpoint.directory or run_dir / "checkpoints"
+        if checkpointer.load_latest() is None:
+            raise DecaError(f"{run_dir} holds no checkpoint to resume from ({checkpointer.directory} is empty)")
+    else:
+        run_dir = _new_run_dir(config)
+        (run_dir / "config.yaml").write_text(dump_config(config))
+        _write_json(run_dir / "partition.json", inputs.data.partition_report)
+        checkpointer.directory = config.checkpoint.directory or run_dir / "checkpoints"
+    resumed_state = checkpointer.latest.run_state if checkpointer.latest else {}
     tracker = Tracker(config.tracking, run_dir)
-    tracker.start(config)
+    tracker.start(config, run_id=resumed_state.get("mlflow_run_id"))
     status = "FAILED"
     try:
         with ExitStack() as stack:
-            result = _train_and_evaluate(config, inputs, run_dir, tracker, stack, on_step, on_start)
+            result = _train_and_evaluate(config, inputs, run_dir, tracker, stack, checkpointer, on_step, on_start)
         result.summary["wall_time_s"] = time.perf_counter() - started
-        _finish(result, tracker, run_dir, inputs)
+        _finish(result, tracker, run_dir)
         status = "FINISHED"
         return result
     finally:
@@ -64,19 +76,34 @@ def run_experiment(
 
 def _train_and_evaluate(
     config: ExperimentConfig, inputs: Inputs, run_dir: Path, tracker: Tracker, stack: ExitStack,
-    on_step: StepCallback | None, on_start: Callable[[int], None] | None,
+    checkpointer: Checkpointer, on_step: StepCallback | None, on_start: Callable[[int], None] | None,
 ) -> RunResult:
-    service = TopologyService(inputs.topology)
-    group, train = _backend(config, inputs, service, stack)
+    group, topology = _backend(config, inputs, stack)
+    resumed = checkpointer.latest
     summary: dict = {"name": config.name, "backend": config.runtime.backend, "num_clients": config.num_clients,
-                     "topology": service.describe(), "fingerprint": config.fingerprint()}
-    if config.evaluation.before_training:
+                     "fingerprint": config.fingerprint()}
+    if resumed is not None:
+        if resumed.run_state.get("dropped"):
+            topology.remove_clients(resumed.run_state["dropped"])
+            group.drop(resumed.run_state["dropped"])
+        checkpointer.restore(group, resumed)
+        summary["before"] = resumed.run_state.get("before", {})
+        summary["resumed_from"] = str(resumed.path)
+    elif config.evaluation.before_training:
         # Every client starts from x0, so x̄ and each client's model are the same model here.
         summary["before"] = _prefixed(group.evaluate_average(inputs.data, config.evaluation), "avg/")
-        tracker.log_metrics(summary["before"] | {"spectral_gap": service.spectral_gap()}, step=0)
-
+        tracker.log_metrics(summary["before"] | {"spectral_gap": topology.spectral_gap()}, step=0)
+    driver = Driver(
+        group, topology, group.num_blocks, config.algorithm, config.seed, runtime=config.runtime,
+        checkpointer=checkpointer if config.checkpoint.enabled else None,
+        consensus_every_steps=config.tracking.consensus_every_steps,
+        run_state=lambda: {"mlflow_run_id": tracker.run_id, "before": summary.get("before", {})},
+    )
+    if resumed is not None:
+        driver.dropped = list(resumed.run_state.get("dropped", []))
+        driver.restarts = {int(k): v for k, v in resumed.run_state.get("restarts", {}).items()}
     ray_metrics = RayMetrics(run_dir.name)
-    ray_metrics.record_spectral_gap(service.spectral_gap())
+    ray_metrics.record_spectral_gap(topology.spectral_gap())
 
     def record(metrics: StepMetrics) -> None:
         tracker.log_step(metrics)
@@ -86,42 +113,47 @@ def _train_and_evaluate(
 
     if on_start is not None:
         on_start(total_steps(group.num_blocks, config.algorithm))
-    history = train(record)
-    summary["steps"] = len(history)
-    summary["final_mean_loss"] = history[-1].mean_loss if history else None
-    summary["bytes_sent_per_client"] = [sum(m.bytes_sent[i] for m in history) for i in range(config.num_clients)]
-    summary["median_step_time_s"] = sorted(m.step_time_s for m in history)[len(history) // 2] if history else None
+    start_step = resumed.global_step + 1 if resumed is not None else 0
+    history = driver.run(record, start_step=start_step)
+    summary |= _training_summary(history, group.client_ids, driver)
+    summary["topology"] = topology.describe()
     if config.evaluation.after_training:
         summary["after"] = _evaluate_after(group, inputs, config)
-        tracker.log_metrics({f"final/{k}": v for k, v in summary["after"].items()}, step=len(history))
+        tracker.log_metrics({f"final/{k}": v for k, v in summary["after"].items()}, step=start_step + len(history))
     return RunResult(run_dir, summary, history, tracker.tracking_uri, tracker.run_id)
 
 
-def _backend(config: ExperimentConfig, inputs: Inputs, service: TopologyService, stack: ExitStack):
-    """The client group and the training loop of the configured backend."""
-    if config.runtime.backend == "reference":
-        clients = build_clients(config, inputs)
-        group: ClientGroup = LocalClientGroup(clients)
-        return group, lambda record: run_reference(clients, inputs.topology, config.algorithm, config.seed, record)
-    import ray
-
+def _backend(config: ExperimentConfig, inputs: Inputs, stack: ExitStack):
+    """The client group and the topology (service or actor) of the configured backend."""
+    service = TopologyService(inputs.topology)
+    if config.runtime.backend == "local":
+        group: ClientGroup = LocalClientGroup(build_clients(config, inputs))
+        return group, service
     from deca_ray.runtime.cluster import connect, disconnect
-    from deca_ray.runtime.driver import Driver
-    from deca_ray.runtime.ray_group import RayClientGroup
+    from deca_ray.runtime.ray_group import RayClientGroup, RemoteTopology
 
     started_here = connect(config.runtime)
     stack.callback(disconnect, started_here)
-    topology_actor = ray.remote(TopologyService).options(num_cpus=0).remote(inputs.topology)
+    topology = RemoteTopology(service)
     group = RayClientGroup(client_specs(config, inputs), inputs.data.client_shards, config.runtime)
     stack.callback(group.shutdown)
-    driver = Driver(
-        group,
-        plans=lambda step: ray.get(topology_actor.plans.remote(step)),
-        num_blocks=group.num_blocks,
-        algorithm=config.algorithm,
-        seed=config.seed,
-    )
-    return group, driver.run
+    return group, topology
+
+
+def _training_summary(history: list[StepMetrics], clients: list[int], driver: Driver) -> dict:
+    step_times = sorted(m.step_time_s for m in history)
+    return {
+        "steps": len(history),
+        "final_mean_loss": history[-1].mean_loss if history else None,
+        "median_step_time_s": step_times[len(step_times) // 2] if history else None,
+        "bytes_sent_per_client": {
+            client: sum(m.bytes_sent[m.clients.index(client)] for m in history if client in m.clients)
+            for client in clients
+        },
+        "dropped_clients": driver.dropped,
+        "restarts": driver.restarts,
+        "events": driver.events,
+    }
 
 
 def _record_ray_metrics(ray_metrics: RayMetrics, metrics: StepMetrics) -> None:
@@ -137,13 +169,14 @@ def _record_ray_metrics(ray_metrics: RayMetrics, metrics: StepMetrics) -> None:
         exchange_s=metrics.exchange_time_s,
         barrier_wait_s=metrics.barrier_wait_s,
         tokens_per_s=metrics.tokens_per_s,
+        clients=metrics.clients,
     )
 
 
 def _evaluate_after(group: ClientGroup, inputs: Inputs, config: ExperimentConfig) -> dict[str, float]:
     results = _prefixed(group.evaluate_average(inputs.data, config.evaluation), "avg/")
     if config.evaluation.per_client:
-        per_client = group.evaluate_clients(inputs.data, config.evaluation)
+        per_client = list(group.evaluate_clients(inputs.data, config.evaluation).values())
         for metric in per_client[0]:
             values = [client[metric] for client in per_client]
             mean = sum(values) / len(values)
@@ -152,9 +185,9 @@ def _evaluate_after(group: ClientGroup, inputs: Inputs, config: ExperimentConfig
     return results
 
 
-def _finish(result: RunResult, tracker: Tracker, run_dir: Path, inputs: Inputs) -> None:
+def _finish(result: RunResult, tracker: Tracker, run_dir: Path) -> None:
     history = [metrics.as_dict() for metrics in result.history]
-    with (run_dir / "metrics.jsonl").open("w") as stream:
+    with (run_dir / "metrics.jsonl").open("a") as stream:
         for record in history:
             stream.write(json.dumps(record) + "\n")
     result.summary["tracking_uri"] = tracker.tracking_uri

@@ -40,6 +40,8 @@ class StepMetrics:
     """What one inner step reports (small: never tensors)."""
 
     position: Position
+    clients: list[int]
+    """Ids of the clients reported below (all live clients, or those not late)."""
     client_losses: list[float]
     bytes_sent: list[int]
     """Bytes each client sent this step: active block bytes × out-degree."""
@@ -50,6 +52,8 @@ class StepMetrics:
     client_compute_s: list[float] = field(default_factory=list)
     """Each client's own half-step time (forward, backward, Adam)."""
     client_tokens: list[float] = field(default_factory=list)
+    late_clients: list[int] = field(default_factory=list)
+    """Clients whose x½ missed the straggler deadline (their neighbours mixed without them)."""
 
     @property
     def mean_loss(self) -> float:

@@ -47,7 +47,8 @@ def step_metrics(metrics: StepMetrics) -> dict[str, float]:
     }
     if metrics.consensus_distance is not None:
         values["consensus_distance"] = metrics.consensus_distance
-    values.update({f"client_loss/{index}": loss for index, loss in enumerate(losses)})
+    values["late_clients"] = float(len(metrics.late_clients))
+    values.update({f"client_loss/{client}": loss for client, loss in zip(metrics.clients, losses, strict=True)})
     return values
 
 
@@ -62,7 +63,8 @@ class Tracker:
         self.tracking_uri: str | None = None
         self._pending: list[Any] = []
 
-    def start(self, experiment: ExperimentConfig) -> None:
+    def start(self, experiment: ExperimentConfig, run_id: str | None = None) -> None:
+        """Open the job's run (or reopen ``run_id`` when resuming); fail fast if the store is unusable."""
         if not self.config.enabled:
             return
         import mlflow
@@ -73,8 +75,11 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
         mlflow.set_tracking_uri(self.tracking_uri)
         try:
-            experiment_id = self._experiment_id(mlflow)
-            run = mlflow.start_run(experiment_id=experiment_id, run_name=self.config.run_name or self.run_dir.name)
+            if run_id is not None:
+                run = mlflow.start_run(run_id=run_id)
+            else:
+                experiment_id = self._experiment_id(mlflow)
+                run = mlflow.start_run(experiment_id=experiment_id, run_name=self.config.run_name or self.run_dir.name)
         except Exception as error:  # MLflow raises many types for an unreachable or broken store
             raise RuntimeSetupError(
                 f"cannot use MLflow tracking store {self.tracking_uri!r}: {type(error).__name__}: "
@@ -82,8 +87,9 @@ class Tracker:
                 "tracking.tracking_uri, or tracking.enabled=false"
             ) from None
         self.run_id = run.info.run_id
-        params = flatten(experiment.model_dump(mode="json"))
-        self._safely("log params", lambda: mlflow.log_params(params))
+        if run_id is None:
+            params = flatten(experiment.model_dump(mode="json"))
+            self._safely("log params", lambda: mlflow.log_params(params))
 
     def log_step(self, metrics: StepMetrics) -> None:
         if self.run_id is None:

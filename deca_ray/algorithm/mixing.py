@@ -25,8 +25,9 @@ def mix_all(mixing_matrix: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
 
 def consensus_distance(blocks: torch.Tensor) -> float:
     """Mean over clients of ‖x_i − x̄‖² for stacked blocks of shape (n, numel)."""
-    deviations = blocks.double() - blocks.double().mean(dim=0, keepdim=True)
-    return float(deviations.pow(2).sum(dim=1).mean())
+    deviations = blocks - blocks.mean(dim=0, keepdim=True)  # (n, numel), in the blocks' dtype
+    # Squares summed in float64: millions of tiny terms lose digits in float32.
+    return float(torch.linalg.vector_norm(deviations, dim=1, dtype=torch.float64).square().mean())
 
 
 def average_states(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

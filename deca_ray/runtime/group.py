@@ -1,37 +1,64 @@
 """ClientGroup: what the driver needs from a set of clients, and an in-process implementation.
 
-The driver only passes opaque block handles from ``half_step`` back into ``mix``; with Ray
-they are ObjectRefs, so block tensors travel between clients and never through the driver.
-``LocalClientGroup`` runs the same verbs on in-process ClientWorkers (tests, fake group).
+Clients are addressed by id (ids survive when others are dropped). The driver only passes
+opaque block handles from ``half_step`` back into ``mix``; with Ray they are ObjectRefs, so
+block tensors travel between clients and never through the driver. ``LocalClientGroup``
+runs the same verbs on in-process ClientWorkers (debugging, tests, the ``local`` backend).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
 from deca_ray.algorithm.mixing import average_states, consensus_distance
+from deca_ray.checkpoint import read_client_file, write_client_file
 from deca_ray.client import ClientWorker
 from deca_ray.config import EvaluationConfig
 from deca_ray.data.types import PreparedData
+from deca_ray.errors import DecaError
 from deca_ray.runtime.topology_service import MixPlan
 
 BlockHandle = Any
 """A client's half-stepped block as the group stores it (an ObjectRef with Ray)."""
 
 
-class ClientGroup(Protocol):
-    """One method per phase of an inner step, applied to every client at once."""
+class ClientFailure(DecaError):
+    """Client processes died or stopped answering; the driver applies the failure policy."""
 
-    num_blocks: int
+    def __init__(self, clients: Collection[int], action: str, cause: BaseException | None = None) -> None:
+        self.clients = sorted(clients)
+        super().__init__(f"client(s) {self.clients} failed while trying to {action}: {cause}")
+
+
+@dataclass
+class HalfStepResult:
+    """Handles of every client's x½ and the metrics of those that finished in time."""
+
+    handles: dict[int, BlockHandle]
+    infos: dict[int, dict[str, float]]
+    late: set[int] = field(default_factory=set)
+    """Clients still computing when the straggler deadline passed (``skip`` policy)."""
+
+
+class ClientGroup(Protocol):
+    """One method per phase of an inner step, applied to every live client at once."""
+
+    @property
+    def client_ids(self) -> list[int]: ...
+
+    @property
+    def num_blocks(self) -> int: ...
 
     def begin_block(self, block_index: int) -> None: ...
 
-    def half_step(self) -> tuple[list[BlockHandle], list[dict[str, float]]]: ...
+    def half_step(self, straggler_timeout_s: float | None = None) -> HalfStepResult: ...
 
-    def mix(self, plans: Sequence[MixPlan], handles: Sequence[BlockHandle]) -> list[dict[str, float]]: ...
+    def mix(self, plans: Sequence[MixPlan], handles: Mapping[int, BlockHandle], wait_for: Collection[int]) -> None: ...
 
     def consensus_distance(self) -> float: ...
 
@@ -39,9 +66,15 @@ class ClientGroup(Protocol):
 
     def evaluate_average(self, data: PreparedData, config: EvaluationConfig) -> dict[str, float]: ...
 
-    def evaluate_clients(self, data: PreparedData, config: EvaluationConfig) -> list[dict[str, float]]: ...
+    def evaluate_clients(self, data: PreparedData, config: EvaluationConfig) -> dict[int, dict[str, float]]: ...
 
-    def trainable_states(self) -> list[dict[str, torch.Tensor]]: ...
+    def save_checkpoint(self, staging: Path) -> dict[int, dict]: ...
+
+    def restore_checkpoint(self, checkpoint: Path, client_meta: Mapping[int, dict]) -> None: ...
+
+    def recover(self, clients: Collection[int]) -> None: ...
+
+    def drop(self, clients: Collection[int]) -> None: ...
 
     def shutdown(self) -> None: ...
 
@@ -50,38 +83,55 @@ class LocalClientGroup:
     """Clients as plain objects in this process; handles are the tensors themselves."""
 
     def __init__(self, clients: Sequence[ClientWorker]) -> None:
-        self.clients = list(clients)
-        self.num_blocks = self.clients[0].partition.num_blocks
+        self.clients = {client.spec.client_index: client for client in clients}
+        self.num_blocks = clients[0].partition.num_blocks
+
+    @property
+    def client_ids(self) -> list[int]:
+        return sorted(self.clients)
 
     def begin_block(self, block_index: int) -> None:
-        for client in self.clients:
+        for client in self.clients.values():
             client.begin_block(block_index)
 
-    def half_step(self) -> tuple[list[BlockHandle], list[dict[str, float]]]:
-        results = [client.half_step() for client in self.clients]
-        return [block for block, _ in results], [info for _, info in results]
+    def half_step(self, straggler_timeout_s: float | None = None) -> HalfStepResult:
+        results = {index: client.half_step() for index, client in self.clients.items()}
+        return HalfStepResult({i: block for i, (block, _) in results.items()}, {i: info for i, (_, info) in results.items()})
 
-    def mix(self, plans: Sequence[MixPlan], handles: Sequence[BlockHandle]) -> list[dict[str, float]]:
-        return [
+    def mix(self, plans: Sequence[MixPlan], handles: Mapping[int, BlockHandle], wait_for: Collection[int]) -> None:
+        for plan in plans:
             self.clients[plan.client].mix([(handles[j], w) for j, w in plan.neighbours], plan.self_weight)
-            for plan in plans
-        ]
 
     def consensus_distance(self) -> float:
-        return consensus_distance(torch.stack([client.active_block_tensor() for client in self.clients]))
+        return consensus_distance(torch.stack([client.active_block_tensor() for client in self.clients.values()]))
 
     def block_bytes(self, block_index: int) -> int:
-        return self.clients[0].block_bytes(block_index)
+        return next(iter(self.clients.values())).block_bytes(block_index)
 
     def evaluate_average(self, data: PreparedData, config: EvaluationConfig) -> dict[str, float]:
-        states = [client.trained_state() for client in self.clients]  # the rest of x̄ is x0
-        return self.clients[0].evaluate(data, config, state=average_states(states))
+        states = [client.trained_state() for client in self.clients.values()]  # the rest of x̄ is x0
+        return next(iter(self.clients.values())).evaluate(data, config, state=average_states(states))
 
-    def evaluate_clients(self, data: PreparedData, config: EvaluationConfig) -> list[dict[str, float]]:
-        return [client.evaluate(data, config) for client in self.clients]
+    def evaluate_clients(self, data: PreparedData, config: EvaluationConfig) -> dict[int, dict[str, float]]:
+        return {index: client.evaluate(data, config) for index, client in self.clients.items()}
 
-    def trainable_states(self) -> list[dict[str, torch.Tensor]]:
-        return [client.trainable_state() for client in self.clients]
+    def save_checkpoint(self, staging: Path) -> dict[int, dict]:
+        metas = {}
+        for index, client in self.clients.items():
+            tensors, metas[index] = client.checkpoint_state()
+            write_client_file(staging, index, tensors)
+        return metas
+
+    def restore_checkpoint(self, checkpoint: Path, client_meta: Mapping[int, dict]) -> None:
+        for index, client in self.clients.items():
+            client.restore_state(read_client_file(checkpoint, index), client_meta[index])
+
+    def recover(self, clients: Collection[int]) -> None:
+        """In-process clients never die on their own; nothing to restart."""
+
+    def drop(self, clients: Collection[int]) -> None:
+        for index in clients:
+            self.clients.pop(index, None)
 
     def shutdown(self) -> None:
         self.clients.clear()

@@ -20,6 +20,12 @@ class MixPlan:
     neighbours: tuple[tuple[int, float], ...]
     out_degree: int
 
+    def without(self, late: set[int]) -> MixPlan:
+        """Mix over the neighbours that arrived: their weights and ours renormalised to sum to 1."""
+        kept = tuple((j, w) for j, w in self.neighbours if j not in late)
+        total = self.self_weight + sum(w for _, w in kept)
+        return MixPlan(self.client, self.self_weight / total, tuple((j, w / total) for j, w in kept), self.out_degree)
+
 
 class TopologyService:
     """The current topology, its schedule over steps, and removals of clients."""

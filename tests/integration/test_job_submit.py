@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,21 +34,24 @@ def _free_port() -> int:
 
 
 @pytest.fixture()
-def head_node(tmp_path):
+def head_node():
     """A real head node on loopback with the dashboard (job API); stopped afterwards."""
+    # Ray's socket paths must stay under the 107-byte Unix limit: pytest's tmp_path is too deep.
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     dashboard_port, gcs_port = _free_port(), _free_port()
     subprocess.run(
         [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--num-cpus=2",
-         "--object-store-memory=300000000", "--include-dashboard=true", f"--temp-dir={tmp_path / 'ray'}"],
+         "--object-store-memory=300000000", "--include-dashboard=true", f"--temp-dir={temp_dir}"],
         env=env, check=True, capture_output=True, timeout=120,
     )
     try:
         yield f"http://127.0.0.1:{dashboard_port}", env
     finally:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_job_submit_runs_to_success_and_logs_to_mlflow(head_node, tmp_path):
@@ -65,7 +70,10 @@ def test_job_submit_runs_to_success_and_logs_to_mlflow(head_node, tmp_path):
     )
     # Assert
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "SUCCEEDED" in result.stdout
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    job_id = re.search(r"raysubmit_\w+", result.stdout).group(0)
+    assert JobSubmissionClient(address).get_job_status(job_id) == JobStatus.SUCCEEDED
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{output / 'mlflow.db'}")

@@ -11,7 +11,7 @@ from deca_ray.client import ClientSpec
 from deca_ray.errors import RuntimeSetupError
 from deca_ray.reference import run_reference
 from deca_ray.runtime.driver import Driver
-from deca_ray.runtime.ray_group import RayClientGroup
+from deca_ray.runtime.ray_group import RayClientGroup, RemoteTopology
 from deca_ray.runtime.topology_service import TopologyService
 from tests.helpers import PAD, TINY_VOCAB, synthetic_examples, tiny_client, tiny_config
 
@@ -30,8 +30,7 @@ def test_ray_runtime_equals_reference_loop(ray_cluster):
     topology = build_topology("ring", 3)
     reference = [tiny_client(config, i, shards[i]) for i in range(3)]
     group = _ray_group(config, shards)
-    service = ray.remote(TopologyService).options(num_cpus=0).remote(topology)
-    driver = Driver(group, lambda step: ray.get(service.plans.remote(step)), group.num_blocks, config.algorithm, seed=0)
+    driver = Driver(group, RemoteTopology(TopologyService(topology)), group.num_blocks, config.algorithm, seed=0)
     try:
         # Execute
         history = driver.run()
@@ -41,7 +40,7 @@ def test_ray_runtime_equals_reference_loop(ray_cluster):
     run_reference(reference, topology, config.algorithm, seed=0)
     # Assert: same parameters; they moved away from x0; traffic is block bytes × out-degree (2 on a ring)
     x0 = tiny_client(config).trainable_state()
-    for client, state in zip(reference, states):
+    for client, state in zip(reference, states.values()):
         for name, value in client.trainable_state().items():
             torch.testing.assert_close(state[name], value, rtol=1e-5, atol=1e-6)
     assert any(not torch.equal(states[0][name], x0[name]) for name in x0)

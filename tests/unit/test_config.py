@@ -112,7 +112,7 @@ def test_fingerprint_changes_with_training_relevant_fields(override):
         "tracking.experiment=other",
         "tracking.run_name=try-2",
         "tracking.output_dir=/tmp/elsewhere",
-        "runtime.backend=ray",
+        "runtime.backend=local",
         "runtime.cpus_per_client=2",
         "runtime.address=ray://head:10001",
         "runtime.step_timeout_s=5",

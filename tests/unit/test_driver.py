@@ -29,12 +29,13 @@ class OpaqueHandle:
 class OpaqueGroup(LocalClientGroup):
     """A local group whose half_step hands the driver opaque handles instead of tensors."""
 
-    def half_step(self):
-        blocks, infos = super().half_step()
-        return [OpaqueHandle(block) for block in blocks], infos
+    def half_step(self, straggler_timeout_s=None):
+        result = super().half_step(straggler_timeout_s)
+        result.handles = {client: OpaqueHandle(block) for client, block in result.handles.items()}
+        return result
 
-    def mix(self, plans, handles):
-        return super().mix(plans, [handle._block for handle in handles])
+    def mix(self, plans, handles, wait_for):
+        return super().mix(plans, {client: handle._block for client, handle in handles.items()}, wait_for)
 
 
 def _clients(config):
@@ -47,7 +48,7 @@ def test_driver_matches_reference_loop_exactly_and_never_reads_blocks():
     topology = build_topology("ring", 3)
     driven, reference = _clients(config), _clients(config)
     service = TopologyService(topology)
-    driver = Driver(OpaqueGroup(driven), service.plans, num_blocks=2, algorithm=config.algorithm, seed=0)
+    driver = Driver(OpaqueGroup(driven), service, num_blocks=2, algorithm=config.algorithm, seed=0)
     # Execute
     history = driver.run()
     run_reference(reference, topology, config.algorithm, seed=0)
@@ -62,7 +63,7 @@ def test_bytes_sent_are_block_bytes_times_out_degree():
     config = tiny_config(num_clients=4)
     clients = _clients(config)
     service = TopologyService(build_topology("star", 4))
-    driver = Driver(LocalClientGroup(clients), service.plans, num_blocks=2, algorithm=config.algorithm, seed=0)
+    driver = Driver(LocalClientGroup(clients), service, num_blocks=2, algorithm=config.algorithm, seed=0)
     metrics = driver.step(Position(round_index=0, block_index=1, inner_step=0, global_step=0))
     block_bytes = clients[0].partition.blocks[1].numel * 4  # fp32
     assert metrics.bytes_sent == [3 * block_bytes, block_bytes, block_bytes, block_bytes]  # the hub talks to 3
@@ -71,7 +72,7 @@ def test_bytes_sent_are_block_bytes_times_out_degree():
 def test_step_metrics_report_losses_and_consensus():
     config = tiny_config(num_clients=2)
     service = TopologyService(build_topology("complete", 2))
-    driver = Driver(LocalClientGroup(_clients(config)), service.plans, num_blocks=2, algorithm=config.algorithm, seed=0)
+    driver = Driver(LocalClientGroup(_clients(config)), service, num_blocks=2, algorithm=config.algorithm, seed=0)
     metrics = driver.step(Position(0, 0, 0, 0))
     assert len(metrics.client_losses) == 2 and all(loss > 0 for loss in metrics.client_losses)
     # complete graph on 2 clients with MH weights averages exactly: consensus after one mix

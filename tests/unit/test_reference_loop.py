@@ -17,7 +17,7 @@ def _bbc_config(model: dict, lr: float, inner_steps: int, blocks: dict) -> dict:
                  "body_words": 25, "batch_size": 4},
         "topology": {"type": "ring"},
         "algorithm": {"rounds": 1, "inner_steps": inner_steps, "lr": lr, "blocks": blocks},
-        "runtime": {"backend": "reference"},
+        "runtime": {"backend": "local"},
     }
 
 

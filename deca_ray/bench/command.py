@@ -1,0 +1,51 @@
+"""``deca-ray bench system``: the command-line side of the benchmarks (the only place that prints)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from deca_ray.bench.results import DEFAULT_RESULTS_DIR
+
+DEFAULT_MARKDOWN = Path("BENCHMARKS.md")
+
+
+def add_bench_commands(commands: argparse._SubParsersAction) -> None:
+    """Register ``bench system`` on the main parser's sub-commands."""
+    bench = commands.add_parser("bench", help="measure deca_ray and write result files + BENCHMARKS.md")
+    kinds = bench.add_subparsers(required=True, metavar="BENCHMARK")
+    system = kinds.add_parser("system", help="runtime overhead, exchange, traffic, memory and scale ratios (issue 5)")
+    system.add_argument("--quick", action="store_true",
+                        help="tiny model, few repeats, 2 and 4 clients (development and tests; ~1 min on 2 cores)")
+    system.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR,
+                        help=f"where the result JSON goes (default: {DEFAULT_RESULTS_DIR})")
+    system.add_argument("--markdown", type=Path, default=DEFAULT_MARKDOWN,
+                        help=f"file to render the newest result into (default: {DEFAULT_MARKDOWN})")
+    system.add_argument("--no-render", action="store_true", help="write the JSON only")
+    system.add_argument("--render-only", action="store_true",
+                        help="measure nothing: render the newest result of --results-dir into --markdown")
+    system.set_defaults(handler=_bench_system)
+
+
+def _bench_system(args: argparse.Namespace) -> int:
+    from deca_ray.bench.presets import FULL, QUICK
+    from deca_ray.bench.report import render_newest
+
+    if not args.render_only:
+        from deca_ray.bench.system import run_system_benchmark  # heavy imports (torch, ray) only here
+
+        path = run_system_benchmark(QUICK if args.quick else FULL, args.results_dir)
+        print(f"result: {path}")
+        _print_ratios(path)
+    if not args.no_render:
+        used = render_newest(args.results_dir, args.markdown)
+        print(f"rendered {used} into {args.markdown}")
+    return 0
+
+
+def _print_ratios(path: Path) -> None:
+    sections = json.loads(path.read_text())["sections"]
+    for entry in sections.values():
+        met = {True: "met", False: "MISSED", None: "-"}[entry["met"]]
+        print(f"  {entry['label']}: {entry['ratio']:.4g} (target {entry['rule']} {entry['target']}) {met}")

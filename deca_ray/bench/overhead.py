@@ -1,0 +1,148 @@
+"""Sections a and b: Ray runtime vs the in-process reference loop, and exchange vs its in-memory floor.
+
+Both run the same config on the same machine, interleaved block activation by block
+activation (reference, then Ray, then reference ...) so drift on a shared machine hits
+both alike. The reference clients run one after another with all of this process's torch
+threads; the Ray actors run concurrently with ``runtime.torch_threads`` each. Both
+settings go into the result.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+from collections.abc import Sequence
+
+import ray
+import torch
+
+from deca_ray.algorithm.mixing import mix
+from deca_ray.bench.presets import SystemPreset
+from deca_ray.bench.timing import median, median_time_s, ratio_entry, steady_steps
+from deca_ray.config import ExperimentConfig, config_from_dict
+from deca_ray.experiment import Inputs, build_clients, client_specs, prepare_inputs
+from deca_ray.reference import run_reference
+from deca_ray.runtime.driver import Driver
+from deca_ray.runtime.ray_group import RayClientGroup, RemoteTopology
+from deca_ray.runtime.topology_service import MixPlan, TopologyService
+from deca_ray.schedule import StepMetrics
+
+logger = logging.getLogger(__name__)
+
+RUNTIME_TARGET = 1.2
+EXCHANGE_TARGET = 3.0
+
+
+def overhead_config(preset: SystemPreset) -> ExperimentConfig:
+    """One round training one block; the benchmark repeats the round itself."""
+    return config_from_dict({
+        "name": f"bench-system-{preset.name}",
+        "num_clients": preset.overhead_clients,
+        "model": preset.overhead_model,
+        "data": {"source": "bbc_news", "max_tokens": preset.max_tokens, "batch_size": preset.batch_size,
+                 "body_words": 40, "test_size": 20, "max_train_examples": preset.max_train_examples},
+        "topology": {"type": "ring"},
+        "algorithm": {"rounds": 1, "inner_steps": preset.inner_steps, "lr": 1e-4,
+                      "blocks": {"layers_per_block": 2, "order": "fixed", "fixed_order": [preset.fixed_block]}},
+        # threads set explicitly (the runtime's own default rule) so the result records what ran
+        "runtime": {"cpus_per_client": preset.cpus_per_client, "include_dashboard": False,
+                    "torch_threads": max(1, math.ceil(preset.cpus_per_client))},
+    })
+
+
+def measure_overhead(preset: SystemPreset) -> tuple[dict, dict, Inputs]:
+    """(runtime-overhead section, exchange section, the inputs used) for ``preset``."""
+    config = overhead_config(preset)
+    inputs = prepare_inputs(config)
+    reference_runs, ray_runs, block_numel = _interleaved_runs(config, inputs, preset)
+    plans = TopologyService(inputs.topology).plans(0)
+    floor_s = mixing_floor_s(block_numel, plans, preset.floor_repeats)
+    settings = _settings(config, preset, block_numel)
+    return (runtime_section(reference_runs, ray_runs, settings),
+            exchange_section(reference_runs, ray_runs, floor_s, plans, block_numel), inputs)
+
+
+def _interleaved_runs(
+    config: ExperimentConfig, inputs: Inputs, preset: SystemPreset
+) -> tuple[list[StepMetrics], list[StepMetrics], int]:
+    """Measured steps of both backends (warm-up rounds left out) and the trained block's numel."""
+    clients = build_clients(config, inputs)
+    block_numel = clients[0].partition.blocks[preset.fixed_block].numel
+    group = RayClientGroup(client_specs(config, inputs), inputs.data.client_shards, config.runtime)
+    topology = RemoteTopology(TopologyService(inputs.topology))
+    reference_runs: list[StepMetrics] = []
+    ray_runs: list[StepMetrics] = []
+    try:
+        for repeat in range(preset.warmup_rounds + preset.repeats):
+            reference = run_reference(clients, inputs.topology, config.algorithm, config.seed)
+            driver = Driver(group, topology, group.num_blocks, config.algorithm, config.seed, runtime=config.runtime)
+            remote = driver.run()
+            logger.info("overhead round %d: reference %.3f s/step, ray %.3f s/step", repeat,
+                        _median_step(reference), _median_step(remote))
+            if repeat >= preset.warmup_rounds:
+                reference_runs += steady_steps(reference)
+                ray_runs += steady_steps(remote)
+    finally:
+        group.shutdown()
+        ray.kill(topology.actor, no_restart=True)
+        del clients
+        gc.collect()  # the in-process replicas (GBs for SmolLM2) before the next section
+    return reference_runs, ray_runs, block_numel
+
+
+def mixing_floor_s(block_numel: int, plans: Sequence[MixPlan], repeats: int) -> float:
+    """Median time of every client's Eq. 7 (own·w + Σ neighbour·w) in this process, same sizes and degrees."""
+    blocks = {plan.client: torch.randn(block_numel) for plan in plans}  # (block_numel,) per client
+
+    def mix_everyone() -> None:
+        for plan in plans:
+            mix(blocks[plan.client], plan.self_weight, [(blocks[j], w) for j, w in plan.neighbours])
+
+    return median_time_s(mix_everyone, repeats)
+
+
+def runtime_section(reference: Sequence[StepMetrics], remote: Sequence[StepMetrics], settings: dict) -> dict:
+    reference_s = median([m.step_time_s for m in reference])
+    ray_s = median([m.step_time_s for m in remote])
+    return ratio_entry(
+        "Ray runtime ÷ reference loop, time per inner step", ray_s / reference_s, RUNTIME_TARGET, "<=",
+        ray_step_s=ray_s, reference_step_s=reference_s,
+        ray_max_client_compute_s=median([max(m.client_compute_s) for m in remote]),
+        reference_sum_client_compute_s=median([sum(m.client_compute_s) for m in reference]),
+        samples=len(remote), settings=settings,
+    )
+
+
+def exchange_section(
+    reference: Sequence[StepMetrics], remote: Sequence[StepMetrics], floor_s: float,
+    plans: Sequence[MixPlan], block_numel: int,
+) -> dict:
+    ray_s = median([m.exchange_time_s for m in remote])
+    return ratio_entry(
+        "exchange + mixing ÷ in-memory floor, per inner step", ray_s / floor_s, EXCHANGE_TARGET, "<=",
+        ray_exchange_s=ray_s, floor_s=floor_s,
+        reference_exchange_s=median([m.exchange_time_s for m in reference]),
+        floor_definition="every client's own·w + Σ neighbour·w on fp32 blocks of the same size, one process",
+        block_numel=block_numel, block_bytes=block_numel * 4,
+        degrees=[len(plan.neighbours) for plan in plans], samples=len(remote),
+    )
+
+
+def _settings(config: ExperimentConfig, preset: SystemPreset, block_numel: int) -> dict:
+    runtime = config.runtime
+    return {
+        "model": config.model.name, "num_clients": config.num_clients, "topology": config.topology.type,
+        "max_tokens": config.data.max_tokens, "batch_size": config.data.batch_size,
+        "block": preset.fixed_block, "block_numel": block_numel, "inner_steps": preset.inner_steps,
+        "warmup_rounds": preset.warmup_rounds, "repeats": preset.repeats,
+        "reference_torch_threads": torch.get_num_threads(),
+        "ray_cpus_per_client": runtime.cpus_per_client,
+        "ray_torch_threads_per_actor": runtime.torch_threads,
+        "consensus_every_step": True,
+        "first_step_of_each_activation": "excluded (it includes block activation)",
+    }
+
+
+def _median_step(history: Sequence[StepMetrics]) -> float:
+    return median([m.step_time_s for m in steady_steps(history)])

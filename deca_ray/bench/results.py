@@ -1,0 +1,115 @@
+"""Result files: one JSON per benchmark run, with the commit, date and machine it was measured on."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import deca_ray
+
+DEFAULT_RESULTS_DIR = Path("benchmarks/results")
+_STAMP = "%Y%m%dT%H%M%SZ"
+
+
+def metadata(now: datetime | None = None) -> dict[str, Any]:
+    """Commit, UTC date, machine and library versions: what makes a number reproducible."""
+    now = now or datetime.now(timezone.utc)
+    return {"git": git_info(), "date_utc": now.isoformat(timespec="seconds"), "machine": machine_info(),
+            "versions": versions()}
+
+
+def git_info(repo: Path | None = None) -> dict[str, Any]:
+    """HEAD and whether tracked files differ from it (untracked files do not count)."""
+    repo = repo or Path(deca_ray.__file__).resolve().parent.parent
+    commit = _git(repo, "rev-parse", "HEAD")
+    status = _git(repo, "status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    return {
+        "cpu_model": _cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "ram_bytes": _ram_bytes(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
+    }
+
+
+def versions() -> dict[str, str]:
+    import ray
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
+            "deca_ray": _package_version()}
+
+
+def write_result(payload: dict[str, Any], directory: Path, kind: str = "system", now: datetime | None = None) -> Path:
+    """``<directory>/<kind>-<UTC timestamp>.json``; never overwrites an existing result."""
+    now = now or datetime.now(timezone.utc)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{kind}-{now.strftime(_STAMP)}.json"
+    with path.open("x") as stream:
+        json.dump(payload, stream, indent=2, default=_jsonable)
+        stream.write("\n")
+    return path
+
+
+def newest_result(directory: Path, kind: str = "system") -> Path:
+    """The latest ``<kind>-*.json`` (timestamps sort as text)."""
+    candidates = sorted(directory.glob(f"{kind}-*.json"))
+    if not candidates:
+        raise FileNotFoundError(f"no {kind}-*.json in {directory}; run `deca-ray bench {kind}` first")
+    return candidates[-1]
+
+
+def _git(repo: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None  # not a checkout (an installed wheel): recorded as null, not guessed
+    return done.stdout.strip()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _ram_bytes() -> int | None:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except ImportError:
+        return None
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("deca-ray")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "as_dict"):
+        return value.as_dict()
+    raise TypeError(f"cannot write {type(value).__name__} into a result file")
