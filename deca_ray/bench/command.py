@@ -18,6 +18,8 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     system = kinds.add_parser("system", help="runtime overhead, exchange, traffic, memory and scale ratios (issue 5)")
     system.add_argument("--quick", action="store_true",
                         help="tiny model, few repeats, 2 and 4 clients (development and tests; ~1 min on 2 cores)")
+    system.add_argument("--reference-threads", type=int, default=None, metavar="N",
+                        help="torch threads of the in-process reference loop (default: all cores)")
     system.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR,
                         help=f"where the result JSON goes (default: {DEFAULT_RESULTS_DIR})")
     system.add_argument("--markdown", type=Path, default=DEFAULT_MARKDOWN,
@@ -29,13 +31,16 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _bench_system(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from deca_ray.bench.presets import FULL, QUICK
     from deca_ray.bench.report import render_newest
 
     if not args.render_only:
         from deca_ray.bench.system import run_system_benchmark  # heavy imports (torch, ray) only here
 
-        path = run_system_benchmark(QUICK if args.quick else FULL, args.results_dir)
+        preset = replace(QUICK if args.quick else FULL, reference_torch_threads=args.reference_threads)
+        path = run_system_benchmark(preset, args.results_dir)
         print(f"result: {path}")
         _print_ratios(path)
     if not args.no_render:

@@ -12,19 +12,23 @@ from __future__ import annotations
 import gc
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import ray
 import torch
 
 from deca_ray.algorithm.mixing import mix
 from deca_ray.bench.presets import SystemPreset
+from deca_ray.bench.probes import CountingRayGroup, CountingTopology, PointProbe
 from deca_ray.bench.timing import median, median_time_s, ratio_entry, steady_steps
+from deca_ray.client import ClientWorker
 from deca_ray.config import ExperimentConfig, config_from_dict
 from deca_ray.experiment import Inputs, build_clients, client_specs, prepare_inputs
 from deca_ray.reference import run_reference
 from deca_ray.runtime.driver import Driver
-from deca_ray.runtime.ray_group import RayClientGroup, RemoteTopology
+from deca_ray.runtime.ray_group import RemoteTopology
 from deca_ray.runtime.topology_service import MixPlan, TopologyService
 from deca_ray.schedule import StepMetrics
 
@@ -51,55 +55,111 @@ def overhead_config(preset: SystemPreset) -> ExperimentConfig:
     })
 
 
-def measure_overhead(preset: SystemPreset) -> tuple[dict, dict, Inputs]:
-    """(runtime-overhead section, exchange section, the inputs used) for ``preset``."""
+@dataclass
+class OverheadResult:
+    """Sections a and b, the inputs they used, and the driver's traffic with these (large) blocks."""
+
+    runtime: dict
+    exchange: dict
+    inputs: Inputs
+    driver_traffic: dict
+
+
+def measure_overhead(preset: SystemPreset) -> OverheadResult:
     config = overhead_config(preset)
     inputs = prepare_inputs(config)
-    reference_runs, ray_runs, block_numel = _interleaved_runs(config, inputs, preset)
+    clients = build_clients(config, inputs)
+    block_numel = clients[0].partition.blocks[preset.fixed_block].numel
     plans = TopologyService(inputs.topology).plans(0)
-    floor_s = mixing_floor_s(block_numel, plans, preset.floor_repeats)
-    settings = _settings(config, preset, block_numel)
-    return (runtime_section(reference_runs, ray_runs, settings),
-            exchange_section(reference_runs, ray_runs, floor_s, plans, block_numel), inputs)
+    floors = mixing_floors_s(block_numel, plans, preset.floor_repeats)  # before any actor competes for CPUs
+    reference_runs, ray_runs, probe = _interleaved_runs(config, inputs, clients, preset)
+    return OverheadResult(
+        runtime=runtime_section(reference_runs, steady_steps(ray_runs), _settings(config, preset, block_numel)),
+        exchange=exchange_section(reference_runs, steady_steps(ray_runs), floors, plans, block_numel),
+        inputs=inputs,
+        driver_traffic=_driver_traffic(ray_runs, probe, config, block_numel),
+    )
 
 
 def _interleaved_runs(
-    config: ExperimentConfig, inputs: Inputs, preset: SystemPreset
-) -> tuple[list[StepMetrics], list[StepMetrics], int]:
-    """Measured steps of both backends (warm-up rounds left out) and the trained block's numel."""
-    clients = build_clients(config, inputs)
-    block_numel = clients[0].partition.blocks[preset.fixed_block].numel
-    group = RayClientGroup(client_specs(config, inputs), inputs.data.client_shards, config.runtime)
-    topology = RemoteTopology(TopologyService(inputs.topology))
+    config: ExperimentConfig, inputs: Inputs, clients: list[ClientWorker], preset: SystemPreset
+) -> tuple[list[StepMetrics], list[StepMetrics], PointProbe]:
+    """Measured steps of both backends (warm-up rounds left out) and the driver's byte counts.
+
+    The Ray group is the counting subclass so this run also serves section e; counting costs
+    one pickle of a few small dicts per step (microseconds, against steps of tenths of seconds).
+    """
+    group = CountingRayGroup(client_specs(config, inputs), inputs.data.client_shards, config.runtime)
+    topology = CountingTopology(RemoteTopology(TopologyService(inputs.topology)))
+    probe = PointProbe(group, topology)
     reference_runs: list[StepMetrics] = []
     ray_runs: list[StepMetrics] = []
     try:
         for repeat in range(preset.warmup_rounds + preset.repeats):
-            reference = run_reference(clients, inputs.topology, config.algorithm, config.seed)
+            with _torch_threads(preset.reference_torch_threads):
+                reference = run_reference(clients, inputs.topology, config.algorithm, config.seed)
             driver = Driver(group, topology, group.num_blocks, config.algorithm, config.seed, runtime=config.runtime)
-            remote = driver.run()
+            probe.start()
+            remote = driver.run(probe if repeat >= preset.warmup_rounds else None)
             logger.info("overhead round %d: reference %.3f s/step, ray %.3f s/step", repeat,
                         _median_step(reference), _median_step(remote))
             if repeat >= preset.warmup_rounds:
                 reference_runs += steady_steps(reference)
-                ray_runs += steady_steps(remote)
+                ray_runs += remote
     finally:
         group.shutdown()
-        ray.kill(topology.actor, no_restart=True)
-        del clients
+        ray.kill(topology.remote.actor, no_restart=True)
+        clients.clear()
         gc.collect()  # the in-process replicas (GBs for SmolLM2) before the next section
-    return reference_runs, ray_runs, block_numel
+    return reference_runs, ray_runs, probe
 
 
-def mixing_floor_s(block_numel: int, plans: Sequence[MixPlan], repeats: int) -> float:
-    """Median time of every client's Eq. 7 (own·w + Σ neighbour·w) in this process, same sizes and degrees."""
+def _driver_traffic(ray_runs: list[StepMetrics], probe: PointProbe, config: ExperimentConfig, block_numel: int) -> dict:
+    """The driver's bytes per steady step of this run (probe samples line up with ``ray_runs``)."""
+    steady = [i for i, metrics in enumerate(ray_runs) if metrics.position.inner_step > 0]
+    return {
+        "source": "runtime_overhead Ray run", "model": config.model.name, "num_clients": config.num_clients,
+        "block_bytes": [block_numel * 4],
+        "driver_received_bytes_per_step": median([probe.received[i] for i in steady]),
+        "driver_sent_bytes_per_step": median([probe.sent[i] for i in steady]),
+        "driver_cpu_s_per_step": median([probe.cpu_s[i] for i in steady]),
+    }
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the reference loop with ``threads`` torch threads (None: leave this process's setting)."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def mixing_floors_s(block_numel: int, plans: Sequence[MixPlan], repeats: int) -> dict[str, float]:
+    """Median time of every client's Eq. 7 (own·w + Σ neighbour·w) in this process, same sizes and degrees.
+
+    Measured with this process's torch threads and with one thread: on a busy shared machine
+    multi-threaded kernels stall behind a descheduled thread (measured on a loaded 2-core
+    machine: a median 31 ms for two clients' 0.3 MB mixes, where four clients' took 0.09 ms
+    in a quieter run), so the floor is the faster of the two.
+    """
     blocks = {plan.client: torch.randn(block_numel) for plan in plans}  # (block_numel,) per client
 
     def mix_everyone() -> None:
         for plan in plans:
             mix(blocks[plan.client], plan.self_weight, [(blocks[j], w) for j, w in plan.neighbours])
 
-    return median_time_s(mix_everyone, repeats)
+    threads = torch.get_num_threads()
+    floors = {f"{threads}_threads": median_time_s(mix_everyone, repeats)}
+    torch.set_num_threads(1)
+    try:
+        floors["1_thread"] = median_time_s(mix_everyone, repeats)
+    finally:
+        torch.set_num_threads(threads)
+    return floors
 
 
 def runtime_section(reference: Sequence[StepMetrics], remote: Sequence[StepMetrics], settings: dict) -> dict:
@@ -115,13 +175,14 @@ def runtime_section(reference: Sequence[StepMetrics], remote: Sequence[StepMetri
 
 
 def exchange_section(
-    reference: Sequence[StepMetrics], remote: Sequence[StepMetrics], floor_s: float,
+    reference: Sequence[StepMetrics], remote: Sequence[StepMetrics], floors_s: dict[str, float],
     plans: Sequence[MixPlan], block_numel: int,
 ) -> dict:
     ray_s = median([m.exchange_time_s for m in remote])
+    floor_s = min(floors_s.values())
     return ratio_entry(
         "exchange + mixing ÷ in-memory floor, per inner step", ray_s / floor_s, EXCHANGE_TARGET, "<=",
-        ray_exchange_s=ray_s, floor_s=floor_s,
+        ray_exchange_s=ray_s, floor_s=floor_s, floor_by_threads_s=floors_s,
         reference_exchange_s=median([m.exchange_time_s for m in reference]),
         floor_definition="every client's own·w + Σ neighbour·w on fp32 blocks of the same size, one process",
         block_numel=block_numel, block_bytes=block_numel * 4,
@@ -136,7 +197,7 @@ def _settings(config: ExperimentConfig, preset: SystemPreset, block_numel: int) 
         "max_tokens": config.data.max_tokens, "batch_size": config.data.batch_size,
         "block": preset.fixed_block, "block_numel": block_numel, "inner_steps": preset.inner_steps,
         "warmup_rounds": preset.warmup_rounds, "repeats": preset.repeats,
-        "reference_torch_threads": torch.get_num_threads(),
+        "reference_torch_threads": preset.reference_torch_threads or torch.get_num_threads(),
         "ray_cpus_per_client": runtime.cpus_per_client,
         "ray_torch_threads_per_actor": runtime.torch_threads,
         "consensus_every_step": True,

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SMALL_TINY = {"num_layers": 4, "hidden_size": 32, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64}
-"""Tiny LLaMA of the scale sweep."""
-LARGE_TINY = {"num_layers": 4, "hidden_size": 128, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 256}
-"""The same depth with ~16x larger blocks: the driver's bytes must not follow."""
+SWEEP_TINY = {"num_layers": 4, "hidden_size": 32, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64}
+"""Tiny LLaMA of the scale sweep (its blocks are ~74 KB: the driver's bytes are compared against
+the runtime-overhead run's far larger blocks at the same number of clients)."""
 
 
 @dataclass(frozen=True)
@@ -20,6 +19,7 @@ class SystemPreset:
     overhead_model: dict[str, Any]
     """``model`` section of the experiment config."""
     overhead_clients: int = 4
+    """Also the sweep point the driver's bytes are compared at (so it must be in ``sweep_clients``)."""
     max_tokens: int = 64
     batch_size: int = 4
     max_train_examples: int = 200
@@ -32,6 +32,8 @@ class SystemPreset:
     """Measured activations of the block, reference and Ray interleaved."""
     floor_repeats: int = 30
     cpus_per_client: float = 0.5
+    reference_torch_threads: int | None = None
+    """torch threads of the in-process reference loop; None: this process's default (all cores)."""
     # ---- memory (section d): one DECA client process and one full-model Adam process
     memory_model: dict[str, Any] = field(default_factory=lambda: {"name": "smollm2-135m"})
     memory_steps: int = 2
@@ -40,13 +42,21 @@ class SystemPreset:
     sweep_inner_steps: int = 3
     sweep_budget_s: float = 1200.0
     """Wall-clock budget of the whole sweep; points predicted to overrun it are skipped (recorded)."""
-    sweep_small: dict[str, Any] = field(default_factory=lambda: dict(SMALL_TINY))
-    sweep_large: dict[str, Any] = field(default_factory=lambda: dict(LARGE_TINY))
+    sweep_model: dict[str, Any] = field(default_factory=lambda: dict(SWEEP_TINY))
     sweep_vocab: int = 512
-    block_size_clients: int = 4
-    """Client count at which the sweep is rerun with the large blocks."""
     traffic_clients: int = 4
     """Sweep point whose full round gives the traffic section (ring: out-degree 2)."""
+
+    def __post_init__(self) -> None:
+        for name in ("overhead_clients", "traffic_clients"):
+            if getattr(self, name) not in self.sweep_clients:
+                raise ValueError(f"{name}={getattr(self, name)} must be one of sweep_clients {self.sweep_clients}: "
+                                 "sections c and e read that sweep point")
+        if min(self.inner_steps, self.sweep_inner_steps) < 2:
+            raise ValueError("inner_steps and sweep_inner_steps must be >= 2: the first step of each block "
+                             "activation is left out of every timing")
+        if self.repeats < 1 or len(self.sweep_clients) < 2:
+            raise ValueError("need repeats >= 1 and at least two sweep_clients to fit a growth exponent")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,7 +78,4 @@ QUICK = SystemPreset(
     sweep_clients=(2, 4),
     sweep_inner_steps=2,
     sweep_budget_s=120.0,
-    block_size_clients=2,
 )
-
-PRESETS = {preset.name: preset for preset in (FULL, QUICK)}

@@ -124,9 +124,13 @@ def _scale_lines(entry: dict[str, Any], bytes_entry: dict[str, Any] | None) -> l
     if entry.get("stopped"):
         lines += ["", f"The sweep stopped before {entry['stopped']['at_clients']} clients: {entry['stopped']['reason']}."]
     if bytes_entry is not None:
-        lines += ["", f"With blocks {_number(bytes_entry['block_bytes_ratio'])}× larger the driver received "
-                      f"{_bytes(bytes_entry['large']['driver_received_bytes_per_step'])} per step against "
-                      f"{_bytes(bytes_entry['small']['driver_received_bytes_per_step'])}."]
+        large, small = bytes_entry["large"], bytes_entry["small"]
+        lines += ["", f"Driver bytes against block size, {small['num_clients']} clients: with {large['model']}'s blocks "
+                      f"({_number(bytes_entry['block_bytes_ratio'])}× the sweep's) the driver received "
+                      f"{_bytes(large['driver_received_bytes_per_step'])} and sent "
+                      f"{_bytes(large['driver_sent_bytes_per_step'])} per step, against "
+                      f"{_bytes(small['driver_received_bytes_per_step'])} and "
+                      f"{_bytes(small['driver_sent_bytes_per_step'])}."]
     return lines
 
 

@@ -11,9 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import deca_ray
+from deca_ray.errors import DecaError
 
 DEFAULT_RESULTS_DIR = Path("benchmarks/results")
 _STAMP = "%Y%m%dT%H%M%SZ"
+
+
+class NoResultError(DecaError):
+    """Nothing to render: the results directory holds no result of that kind."""
 
 
 def metadata(now: datetime | None = None) -> dict[str, Any]:
@@ -67,7 +72,7 @@ def newest_result(directory: Path, kind: str = "system") -> Path:
     """The latest ``<kind>-*.json`` (timestamps sort as text)."""
     candidates = sorted(directory.glob(f"{kind}-*.json"))
     if not candidates:
-        raise FileNotFoundError(f"no {kind}-*.json in {directory}; run `deca-ray bench {kind}` first")
+        raise NoResultError(f"no {kind}-*.json in {directory}; run `deca-ray bench {kind}` first")
     return candidates[-1]
 
 

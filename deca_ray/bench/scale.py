@@ -3,20 +3,19 @@
 Tiny LLaMA clients on a ring, one full round each, one thread per actor and fractional CPU
 requests so many actors share few cores. The driver's own work per step is its process
 CPU time between steps (Ray's client threads included; time blocked waiting is not). Its
-bytes are the pickled size of everything it ``ray.get``s (metric dicts, floats) plus the
+bytes are the pickled size of everything it ``ray.get``s (metric dicts, floats, mixing plans) plus the
 arguments it sends to ``mix`` (weights and ObjectRef ids): blocks never pass through it,
-so the sweep reruns one point with ~16× larger blocks to show its bytes do not follow.
+so the same count is compared with the runtime-overhead section's Ray run at the same number
+of clients, whose blocks are far larger (SmolLM2's: ~380×), to show its bytes do not follow.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import pickle
 import random
 import time
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import psutil
@@ -24,14 +23,14 @@ import ray
 
 from deca_ray.algorithm.topology import build_topology
 from deca_ray.bench.presets import SystemPreset
+from deca_ray.bench.probes import CountingRayGroup, CountingTopology, PointProbe
 from deca_ray.bench.timing import median, ratio_entry, steady_steps
 from deca_ray.client import ClientSpec
 from deca_ray.config import ExperimentConfig, config_from_dict
 from deca_ray.data.types import EncodedExample
 from deca_ray.runtime.driver import Driver
-from deca_ray.runtime.group import BlockHandle
 from deca_ray.runtime.ray_group import RayClientGroup, RemoteTopology
-from deca_ray.runtime.topology_service import MixPlan, TopologyService
+from deca_ray.runtime.topology_service import TopologyService
 from deca_ray.schedule import StepMetrics
 
 logger = logging.getLogger(__name__)
@@ -39,45 +38,6 @@ logger = logging.getLogger(__name__)
 PAD = 0
 MEMORY_HEADROOM = 0.7
 """Use at most this share of free memory for a sweep point's actors (Ray kills workers at 95%)."""
-
-
-class CountingRayGroup(RayClientGroup):
-    """A RayClientGroup that counts the bytes passing through the driver process."""
-
-    received_bytes = 0
-    sent_bytes = 0
-
-    def _gather(self, refs: Mapping[int, ray.ObjectRef], action: str) -> dict[int, Any]:
-        results = super()._gather(refs, action)
-        self.received_bytes += len(pickle.dumps(results))
-        return results
-
-    def mix(self, plans: Sequence[MixPlan], handles: Mapping[int, BlockHandle], wait_for: Collection[int]) -> None:
-        weights = [(plan.client, plan.self_weight, [w for _, w in plan.neighbours]) for plan in plans]
-        refs = sum(len(handles[j].binary()) for plan in plans for j, _ in plan.neighbours)
-        self.sent_bytes += len(pickle.dumps(weights)) + refs
-        super().mix(plans, handles, wait_for)
-
-
-@dataclass
-class PointProbe:
-    """Per-step samples taken in the driver's on_step callback."""
-
-    group: CountingRayGroup
-    cpu_s: list[float] = field(default_factory=list)
-    received: list[int] = field(default_factory=list)
-    sent: list[int] = field(default_factory=list)
-    _last: tuple[float, int, int] = (0.0, 0, 0)
-
-    def start(self) -> None:
-        self._last = (time.process_time(), self.group.received_bytes, self.group.sent_bytes)
-
-    def __call__(self, metrics: StepMetrics) -> None:
-        now = (time.process_time(), self.group.received_bytes, self.group.sent_bytes)
-        self.cpu_s.append(now[0] - self._last[0])
-        self.received.append(now[1] - self._last[1])
-        self.sent.append(now[2] - self._last[2])
-        self._last = now
 
 
 def sweep_config(num_clients: int, tiny: dict[str, Any], preset: SystemPreset, cpus_per_client: float) -> ExperimentConfig:
@@ -99,8 +59,8 @@ def measure_point(num_clients: int, tiny: dict[str, Any], preset: SystemPreset, 
     started = time.perf_counter()
     group = CountingRayGroup(specs, shards, config.runtime)
     startup_s = time.perf_counter() - started
-    topology = RemoteTopology(TopologyService(build_topology("ring", num_clients)))
-    probe = PointProbe(group)
+    topology = CountingTopology(RemoteTopology(TopologyService(build_topology("ring", num_clients))))
+    probe = PointProbe(group, topology)
     try:
         block_bytes = [group.block_bytes(k) for k in range(group.num_blocks)]
         probe.start()
@@ -108,7 +68,7 @@ def measure_point(num_clients: int, tiny: dict[str, Any], preset: SystemPreset, 
         actor_rss = _actor_rss_bytes(group)
     finally:
         group.shutdown()
-        ray.kill(topology.actor, no_restart=True)
+        ray.kill(topology.remote.actor, no_restart=True)
     return _summarise_point(num_clients, tiny, startup_s, history, probe, block_bytes, actor_rss)
 
 
@@ -133,7 +93,7 @@ def _summarise_point(num_clients: int, tiny: dict[str, Any], startup_s: float, h
 
 
 def run_scale_sweep(preset: SystemPreset, cluster_cpus: float) -> dict:
-    """Points of the sweep (as many as fit time and memory), the block-size rerun, and the summary."""
+    """Points of the sweep (as many as fit time and memory) and why it stopped, if it did."""
     cpus_per_client = _cpus_per_client(cluster_cpus, max(preset.sweep_clients))
     started = time.perf_counter()
     points: list[dict] = []
@@ -144,26 +104,27 @@ def run_scale_sweep(preset: SystemPreset, cluster_cpus: float) -> dict:
             stopped = {"at_clients": num_clients, "reason": reason}
             logger.warning("scale sweep stops before %d clients: %s", num_clients, reason)
             break
-        points.append(measure_point(num_clients, preset.sweep_small, preset, cpus_per_client))
+        points.append(measure_point(num_clients, preset.sweep_model, preset, cpus_per_client))
         logger.info("scale: %d clients, driver %.4f s CPU/step, step %.3f s", num_clients,
                     points[-1]["driver_cpu_s_per_step"], points[-1]["step_time_s"])
-    large = measure_point(preset.block_size_clients, preset.sweep_large, preset, cpus_per_client)
-    return {"points": points, "large_block_point": large, "stopped": stopped, "cpus_per_client": cpus_per_client,
+    return {"points": points, "stopped": stopped, "cpus_per_client": cpus_per_client,
             "torch_threads_per_actor": 1, "wall_s": time.perf_counter() - started}
 
 
-def scale_sections(sweep: dict, preset: SystemPreset) -> tuple[dict, dict]:
-    """(driver-bytes-vs-block-size entry, driver-time-growth entry), each with the sweep's table."""
+def scale_sections(sweep: dict, large: dict) -> tuple[dict, dict]:
+    """(driver-bytes-vs-block-size entry, driver-time-growth entry); ``large`` is a run with big blocks."""
     points = sweep["points"]
-    small = next(p for p in points if p["num_clients"] == preset.block_size_clients)
-    large = sweep["large_block_point"]
-    bytes_ratio = large["driver_received_bytes_per_step"] / small["driver_received_bytes_per_step"]
-    block_growth = max(large["block_bytes"]) / max(small["block_bytes"])
+    small = next((p for p in points if p["num_clients"] == large["num_clients"]), None)
+    if small is None:
+        raise RuntimeError(f"the scale sweep has no {large['num_clients']}-client point to compare block sizes at")
     bytes_entry = ratio_entry(
-        "driver bytes per inner step, ~16× larger blocks ÷ small blocks", bytes_ratio, 1.0, "<=",
-        block_bytes_ratio=block_growth, small=_table_row(small), large=_table_row(large),
+        "driver bytes per inner step, large blocks ÷ tiny blocks (same clients)",
+        large["driver_received_bytes_per_step"] / small["driver_received_bytes_per_step"], 1.0, "<=",
+        block_bytes_ratio=max(large["block_bytes"]) / max(small["block_bytes"]),
         sent_bytes_ratio=large["driver_sent_bytes_per_step"] / small["driver_sent_bytes_per_step"],
-        method="pickled size of every ray.get result in the driver + mix arguments (weights, ObjectRef ids)",
+        small=_table_row(small), large=large,
+        method="pickled size of every ray.get result in the driver (metrics, plans) + mix arguments "
+               "(weights, ObjectRef ids)",
     )
     exponent = growth_exponent([p["num_clients"] for p in points], [p["driver_cpu_s_per_step"] for p in points])
     time_entry = ratio_entry(

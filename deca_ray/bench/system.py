@@ -5,8 +5,9 @@ a. runtime_overhead — Ray runtime ÷ in-process reference loop, time per inner
 b. exchange — exchange + mixing per inner step ÷ the same arithmetic in one process;
 c. traffic — bytes per client per round, DECA ÷ full-model gossip (exactly the block share);
 d. memory — per-client tensor bytes DECA ÷ full-model Adam, plus process RSS of both;
-e. driver_bytes / driver_time — the scale sweep: the driver's bytes per step do not grow with
-   block size, and its CPU time per step grows at most linearly with clients.
+e. driver_bytes / driver_time — the driver's bytes per step do not grow with block size (tiny
+   sweep blocks against section a's blocks), and its CPU time per step grows at most linearly
+   with clients (the scale sweep).
 """
 
 from __future__ import annotations
@@ -71,12 +72,13 @@ def start_ray() -> bool:
 def _measure(preset: SystemPreset, walls: dict[str, float]) -> dict[str, Any]:
     sections: dict[str, Any] = {}
     with _timed(walls, "runtime_overhead+exchange"):
-        sections["runtime_overhead"], sections["exchange"], inputs = measure_overhead(preset)
+        overhead = measure_overhead(preset)
+    sections["runtime_overhead"], sections["exchange"] = overhead.runtime, overhead.exchange
     with _timed(walls, "memory"):
-        sections["memory"] = measure_memory(preset, inputs.vocab_size, inputs.pad_token_id)
+        sections["memory"] = measure_memory(preset, overhead.inputs.vocab_size, overhead.inputs.pad_token_id)
     with _timed(walls, "scale"):
         sweep = run_scale_sweep(preset, ray.cluster_resources().get("CPU", 1.0))
-    sections["driver_bytes"], sections["driver_time"] = scale_sections(sweep, preset)
+    sections["driver_bytes"], sections["driver_time"] = scale_sections(sweep, overhead.driver_traffic)
     sections["traffic"] = _traffic(sweep, preset)
     return {name: sections[name] for name in SECTIONS}
 
@@ -87,7 +89,7 @@ def _traffic(sweep: dict, preset: SystemPreset) -> dict:
         raise RuntimeError(f"the scale sweep has no {preset.traffic_clients}-client point for the traffic section")
     clients = point["num_clients"]
     topology = build_topology("ring", clients)
-    model = load_model(ModelConfig(name="tiny-llama", tiny=preset.sweep_small), preset.sweep_vocab)
+    model = load_model(ModelConfig(name="tiny-llama", tiny=preset.sweep_model), preset.sweep_vocab)
     model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     degrees = {client: topology.out_degree(client) for client in range(clients)}
     return traffic_section(point["history"], point["block_bytes"], degrees, model_bytes)

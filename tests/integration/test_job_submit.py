@@ -1,4 +1,6 @@
-"""``ray job submit`` against a ``ray start --head`` cluster on 127.0.0.1, then the MLflow run."""
+"""``ray job submit`` against a ``ray start --head`` cluster on 127.0.0.1: the job succeeds, its
+``ray_deca_*`` metrics appear on the node's Prometheus endpoint while it runs, and its MLflow
+run holds the step metrics (one run per job, per-client metric names)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ name: submitted
 num_clients: 2
 model: {name: tiny-llama, tiny: {num_layers: 2, hidden_size: 32, num_heads: 4, num_kv_heads: 2, intermediate_size: 64}}
 data: {max_train_examples: 40, test_size: 10, max_tokens: 48, body_words: 20, batch_size: 2}
-algorithm: {inner_steps: 2, lr: 1.0e-3, blocks: {layers_per_block: 1}}
+algorithm: {rounds: 3, inner_steps: 8, lr: 1.0e-3, blocks: {layers_per_block: 1}}
 runtime: {backend: ray, cpus_per_client: 0.25}
 evaluation: {per_client: false}
 """
@@ -46,19 +48,21 @@ def head_node():
     # Ray's socket paths must stay under the 107-byte Unix limit: pytest's tmp_path is too deep.
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_metrics_report_interval_ms": "1000",  # export every second, not every 10 s
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
-    dashboard_port, gcs_port = _free_port(), _free_port()
+    dashboard_port, gcs_port, metrics_port = _free_port(), _free_port(), _free_port()
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--num-cpus=2",
-         "--object-store-memory=300000000", "--include-dashboard=true", f"--temp-dir={temp_dir}"],
+         "--object-store-memory=300000000", "--include-dashboard=true", f"--temp-dir={temp_dir}",
+         f"--metrics-export-port={metrics_port}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     address = f"http://127.0.0.1:{dashboard_port}"
     try:
         _wait_for_dashboard(address, head)
-        yield address, env
+        yield address, env, f"http://127.0.0.1:{metrics_port}/metrics"
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # --block stops the cluster it started on SIGTERM
         try:
@@ -81,36 +85,53 @@ def _wait_for_dashboard(address: str, head: subprocess.Popen, timeout_s: float =
     raise TimeoutError(f"the Ray dashboard at {address} did not answer within {timeout_s} s")
 
 
-def test_job_submit_runs_to_success_and_logs_to_mlflow(head_node, tmp_path):
+def _deca_series(metrics_url: str) -> set[str]:
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return set()
+    return set(re.findall(r"^(ray_deca_[a-z_]+?)(?:_bucket|_sum|_count)?[{ ]", text, flags=re.MULTILINE))
+
+
+def test_job_submit_runs_to_success_and_exports_metrics_and_logs_to_mlflow(head_node, tmp_path):
     # Prepare: a working dir holding a tiny config; results go to an absolute path we can read.
-    address, env = head_node
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    address, env, metrics_url = head_node
     workdir = tmp_path / "job"
     workdir.mkdir()
     (workdir / "tiny.yaml").write_text(CONFIG)
     output = tmp_path / "runs"
-    # Execute: ray job submit waits for the job and exits non-zero unless it SUCCEEDED
-    command = [str(BIN / "ray"), "job", "submit", f"--address={address}", f"--working-dir={workdir}", "--",
-               sys.executable, "-m", "deca_ray", "run", "tiny.yaml", "--no-progress",
+    command = [str(BIN / "ray"), "job", "submit", "--no-wait", f"--address={address}", f"--working-dir={workdir}",
+               "--", sys.executable, "-m", "deca_ray", "run", "tiny.yaml", "--no-progress",
                "--set", f"tracking.output_dir={output}"]
-    for _ in range(30):  # the job agent comes up a few seconds after the dashboard answers
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-        if "No available agent" not in result.stderr + result.stdout:
+    # Execute: submit (retrying while the job agent starts), then scrape Prometheus while it runs
+    agent_deadline = time.monotonic() + 300  # the job agent starts some seconds after the dashboard
+    while True:
+        submitted = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        if "No available agent" not in submitted.stderr + submitted.stdout or time.monotonic() > agent_deadline:
             break
         time.sleep(2)
-    # Assert
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    job_id = re.search(r"raysubmit_\w+", result.stdout).group(0)
-    assert JobSubmissionClient(address).get_job_status(job_id) == JobStatus.SUCCEEDED
+    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    job_id = re.search(r"raysubmit_\w+", submitted.stdout).group(0)
+    jobs = JobSubmissionClient(address)
+    seen: set[str] = set()
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and not jobs.get_job_status(job_id).is_terminal():
+        seen |= _deca_series(metrics_url)
+        time.sleep(1)
+    # Assert: the job succeeded, its live metrics were exported, MLflow holds the run
+    assert jobs.get_job_status(job_id) == JobStatus.SUCCEEDED, jobs.get_job_logs(job_id)[-3000:]
+    assert {"ray_deca_inner_step", "ray_deca_client_loss", "ray_deca_step_seconds"} <= seen, seen
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{output / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["deca-ray"], output_format="list")
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # one run per job
     metrics = runs[0].data.metrics
     assert {"loss/mean", "bytes_sent/total", "final/avg/accuracy", "avg/accuracy"} <= set(metrics)
+    assert {"client_loss/0", "client_loss/1"} <= set(metrics)  # per-client metric names, not nested runs
     assert runs[0].data.params["num_clients"] == "2"
     history = mlflow.MlflowClient().get_metric_history(runs[0].info.run_id, "loss/mean")
-    assert [point.step for point in history] == [0, 1, 2, 3]  # 2 blocks × 2 inner steps, one point each
-    shutil.rmtree(output / "mlartifacts", ignore_errors=True)
+    assert [point.step for point in history] == list(range(3 * 2 * 8))  # 3 rounds × 2 blocks × 8 steps

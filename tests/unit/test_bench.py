@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
 
 from deca_ray.bench.memory import analytic_section
+from deca_ray.bench.presets import QUICK
 from deca_ray.bench.report import BEGIN, END, render_newest, update_markdown
-from deca_ray.bench.results import newest_result, write_result
+from deca_ray.bench.results import NoResultError, newest_result, write_result
 from deca_ray.bench.scale import growth_exponent
 from deca_ray.bench.traffic import traffic_section
 from deca_ray.schedule import Position, StepMetrics
@@ -51,6 +53,13 @@ def test_memory_model_matches_the_closed_form():
     assert entry["deca_tensor_bytes"] == 1600 * 4 and entry["full_adam_tensor_bytes"] == 4000 * 4
 
 
+def test_a_preset_whose_sections_would_miss_their_sweep_point_is_rejected():
+    with pytest.raises(ValueError, match="overhead_clients=3 must be one of sweep_clients"):
+        replace(QUICK, overhead_clients=3)
+    with pytest.raises(ValueError, match="inner_steps"):
+        replace(QUICK, inner_steps=1)
+
+
 def test_growth_exponent_is_one_for_linear_and_zero_for_flat():
     assert growth_exponent([2, 4, 8], [0.2, 0.4, 0.8]) == pytest.approx(1.0)
     assert growth_exponent([2, 4, 8], [0.3, 0.3, 0.3]) == pytest.approx(0.0)
@@ -64,6 +73,12 @@ def test_result_files_are_named_by_time_and_the_newest_is_rendered(tmp_path):
     assert render_newest(tmp_path, markdown) == second
     text = markdown.read_text()
     assert "| runtime | 1.5 | ≤ 1.2 | **no** |" in text and "`abc123`" in text and "Test CPU" in text
+
+
+def test_rendering_without_a_result_says_which_command_to_run(tmp_path):
+    with pytest.raises(NoResultError, match="run `deca-ray bench system` first"):
+        render_newest(tmp_path, tmp_path / "BENCHMARKS.md")
+    assert not (tmp_path / "BENCHMARKS.md").exists()
 
 
 def test_markdown_keeps_the_text_around_the_markers(tmp_path):
