@@ -84,7 +84,9 @@ class ClientWorker:
         self.shard = list(shard)
         self.hp = hyper_params(spec.algorithm)
         self.sampler = BatchSampler(len(self.shard), spec.batch_size, spec.seed, spec.client_index)
-        self.model = load_model(spec.model, spec.vocab_size, seed=spec.seed)
+        # An actor sees only its own GPU (Ray sets CUDA_VISIBLE_DEVICES), so "cuda" is that one.
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = load_model(spec.model, spec.vocab_size, seed=spec.seed).to(self.device)
         self.model.requires_grad_(False)
         self.partition = block_partition(self.model, spec.algorithm)
         self._parameters = dict(self.model.named_parameters())
@@ -121,6 +123,7 @@ class ClientWorker:
         flat, moments = self._require_active()
         started = time.perf_counter()
         batch = collate([self.shard[i] for i in self.sampler.next_indices()], self.spec.pad_token_id)
+        batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
         params = self._active_parameters()
         for parameter in params:
             parameter.grad = None
@@ -144,7 +147,7 @@ class ClientWorker:
         if self._pending is None:
             raise RuntimeError("mix() called before half_step() in this inner step")
         x_old, half = self._pending
-        x_new = mix(half.x_half, self_weight, neighbours)
+        x_new = mix(half.x_half, self_weight, [(block.to(self.device), w) for block, w in neighbours])
         h = discrepancy(x_old, x_new, self.hp)
         apply_bma(moments, half, h, self.hp)
         flat.copy_(x_new)
@@ -159,17 +162,17 @@ class ClientWorker:
         return flat
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """Every parameter some block trains (detached copies), by name."""
+        """Every parameter some block trains (detached CPU copies), by name."""
         return {
-            name: self._parameters[name].detach().clone()
+            name: self._parameters[name].detach().cpu().clone()
             for block in self.partition.blocks
             for name in block.parameter_names
         }
 
     def trained_state(self) -> dict[str, torch.Tensor]:
-        """Parameters of the blocks trained so far (detached copies): all that differs from x0."""
+        """Parameters of the blocks trained so far (detached CPU copies): all that differs from x0."""
         return {
-            name: self._parameters[name].detach().clone()
+            name: self._parameters[name].detach().cpu().clone()
             for block_index in self.trained_blocks
             for name in self.partition.blocks[block_index].parameter_names
         }
@@ -183,8 +186,8 @@ class ClientWorker:
         if self.active_block is not None and self._moments is not None:
             moments[self.active_block] = self._moments
         for block_index, state in moments.items():
-            tensors[f"moments/{block_index}/m"] = state.m
-            tensors[f"moments/{block_index}/v"] = state.v
+            tensors[f"moments/{block_index}/m"] = state.m.cpu()
+            tensors[f"moments/{block_index}/v"] = state.v.cpu()
         tensors["rng/torch"] = torch.get_rng_state()
         meta = {
             "active_block": self.active_block,
@@ -203,7 +206,11 @@ class ClientWorker:
             {name.removeprefix("param/"): value for name, value in tensors.items() if name.startswith("param/")}
         )
         moments = {
-            int(block): BlockMoments(tensors[f"moments/{block}/m"].clone(), tensors[f"moments/{block}/v"].clone(), step)
+            int(block): BlockMoments(
+                tensors[f"moments/{block}/m"].to(self.device, copy=True),
+                tensors[f"moments/{block}/v"].to(self.device, copy=True),
+                step,
+            )
             for block, step in meta["moment_steps"].items()
         }
         active = meta["active_block"]
@@ -229,7 +236,7 @@ class ClientWorker:
         """Held-out metrics of this client's model, or of ``state`` (e.g. x̄) loaded for the duration."""
         if state is None:
             return evaluate(self.model, data, config, self.spec.pad_token_id)
-        own = {name: self._parameters[name].detach().clone() for name in state}
+        own = {name: self._parameters[name].detach().cpu().clone() for name in state}
         self.load_trainable_state(state)
         try:
             return evaluate(self.model, data, config, self.spec.pad_token_id)

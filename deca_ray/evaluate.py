@@ -73,19 +73,22 @@ def _batch_log_likelihoods(
     cache, prefix_mask = _prompt_prefix_cache(model, examples, pad_token_id)
     cache.batch_repeat_interleave(num_candidates)  # rows: example-major, candidate-minor
     # Input per candidate: [last prompt token, candidate[:-1]]; logit t predicts candidate[t].
-    targets, target_mask = _right_pad([tuple(c) for row in candidates for c in row], pad_token_id)
-    last_prompt_ids = torch.tensor([ex.input_ids[ex.num_prompt_tokens - 1] for ex in examples])
+    device = model.device
+    targets, target_mask = _right_pad([tuple(c) for row in candidates for c in row], pad_token_id, device)
+    last_prompt_ids = torch.tensor([ex.input_ids[ex.num_prompt_tokens - 1] for ex in examples], device=device)
     step_ids = torch.cat([last_prompt_ids.repeat_interleave(num_candidates)[:, None], targets[:, :-1]], dim=1)
     # Positions continue each prompt's own length, not the padded prefix width: (batch * K, L).
-    prompt_lengths = torch.tensor([example.num_prompt_tokens for example in examples])
-    positions = (prompt_lengths - 1).repeat_interleave(num_candidates)[:, None] + torch.arange(targets.shape[1])
+    prompt_lengths = torch.tensor([example.num_prompt_tokens for example in examples], device=device)
+    positions = (prompt_lengths - 1).repeat_interleave(num_candidates)[:, None] + torch.arange(
+        targets.shape[1], device=device
+    )
     # Cached prefix keys (padding masked) then the candidate's own tokens: (batch * K, prefix + L).
     attention_mask = torch.cat([prefix_mask.repeat_interleave(num_candidates, dim=0), target_mask], dim=1)
     logits = model(
         input_ids=step_ids, attention_mask=attention_mask, position_ids=positions, cache=cache
     ).logits  # (batch * K, max candidate length, vocab)
     log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
-    return (log_probs * target_mask).sum(dim=1).view(len(examples), num_candidates)
+    return (log_probs * target_mask).sum(dim=1).view(len(examples), num_candidates).cpu()
 
 
 def _prompt_prefix_cache(
@@ -99,7 +102,7 @@ def _prompt_prefix_cache(
     if min(example.num_prompt_tokens for example in examples) < 2:
         raise ValueError("prompts need at least 2 tokens (the cached prefix must not be empty)")
     prefixes = [example.input_ids[: example.num_prompt_tokens - 1] for example in examples]
-    prefix_ids, prefix_mask = _right_pad(prefixes, pad_token_id)
+    prefix_ids, prefix_mask = _right_pad(prefixes, pad_token_id, model.device)
     # logits_to_keep=1: the prefix's logits are never read, only its cache.
     output = model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True, logits_to_keep=1)
     return output.cache, prefix_mask
@@ -174,7 +177,9 @@ def _normalise(sums: torch.Tensor, lengths: Sequence[int], scoring: Scoring) -> 
     raise ValueError(f"scoring must be 'mean' or 'sum', not {scoring!r}")
 
 
-def _right_pad(sequences: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _right_pad(
+    sequences: Sequence[Sequence[int]], pad_token_id: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, mask), each (num_sequences, longest); the mask comes from lengths, not pad ids."""
     width = max(len(sequence) for sequence in sequences)
     ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
@@ -182,7 +187,7 @@ def _right_pad(sequences: Sequence[Sequence[int]], pad_token_id: int) -> tuple[t
     for row, sequence in enumerate(sequences):
         ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
         mask[row, : len(sequence)] = 1
-    return ids, mask
+    return ids.to(device), mask.to(device)
 
 
 @contextmanager

@@ -72,14 +72,14 @@ class ClientActor:
         if self._delay_s:
             time.sleep(self._delay_s)
         x_half, info = self.worker.half_step()
-        return x_half.numpy(), info  # never mutated after this: the object store may hold a view
+        return x_half.cpu().numpy(), info  # never mutated after this: the object store may hold a view
 
     def mix(self, self_weight: float, weights: Sequence[float], *neighbour_blocks: np.ndarray) -> dict[str, float]:
         blocks = [_read_only_tensor(block) for block in neighbour_blocks]
         return self.worker.mix(list(zip(blocks, weights, strict=True)), self_weight)
 
     def active_block(self) -> np.ndarray:
-        return self.worker.active_block_tensor().numpy()
+        return self.worker.active_block_tensor().cpu().numpy()
 
     def block_bytes(self, block_index: int) -> int:
         return self.worker.block_bytes(block_index)
