@@ -94,7 +94,8 @@ class ClientWorker:
         self._saved_moments: dict[int, BlockMoments] = {}
         self.active_block: int | None = None
         self.trained_blocks: list[int] = []  # blocks activated so far, in first-activation order
-        self._flat: torch.Tensor | None = None  # x_k: the active block's parameters, flat
+        self._flat: torch.Tensor | None = None  # the active block's parameters, flat, in the model's dtype
+        self._master: torch.Tensor | None = None  # x_k in fp32: the same tensor as _flat for fp32 models
         self._moments: BlockMoments | None = None
         self._pending: tuple[torch.Tensor, HalfStep] | None = None  # (x_k before the step, half-step)
 
@@ -111,12 +112,14 @@ class ClientWorker:
             self.trained_blocks.append(block_index)
         params = self._active_parameters()
         self._flat = _flatten_into_views(params)
+        # Mixed precision (BAdam-style): bf16 weights, an fp32 master copy of the active block only.
+        self._master = self._flat if self._flat.dtype == torch.float32 else self._flat.float()
         for parameter in params:
             parameter.requires_grad_(True)
         if self._persistent:
-            self._moments = self._saved_moments.setdefault(block_index, BlockMoments.zeros_like(self._flat))
+            self._moments = self._saved_moments.setdefault(block_index, BlockMoments.zeros_like(self._master))
         else:
-            self._moments = BlockMoments.zeros_like(self._flat)
+            self._moments = BlockMoments.zeros_like(self._master)
 
     def half_step(self) -> tuple[torch.Tensor, dict[str, float]]:
         """Local gradient on block k and the Adam half-step (Eq. 6); returns x½ and metrics."""
@@ -129,7 +132,7 @@ class ClientWorker:
             parameter.grad = None
         loss = self.model(**batch).loss
         loss.backward()
-        grad = torch.cat([parameter.grad.reshape(-1) for parameter in params])  # (block_numel,)
+        grad = torch.cat([parameter.grad.reshape(-1) for parameter in params]).float()  # (block_numel,) fp32
         x_old = flat.clone()
         half = local_half_step(flat, grad, moments, self.hp)
         self._pending = (x_old, half)
@@ -151,6 +154,8 @@ class ClientWorker:
         h = discrepancy(x_old, x_new, self.hp)
         apply_bma(moments, half, h, self.hp)
         flat.copy_(x_new)
+        if self._flat is not flat:
+            self._flat.copy_(flat)  # round the fp32 master into the bf16 weights the model uses
         self._pending = None
         return {"update_norm": float(torch.linalg.vector_norm(x_new - x_old))}
 
@@ -188,6 +193,8 @@ class ClientWorker:
         for block_index, state in moments.items():
             tensors[f"moments/{block_index}/m"] = state.m.cpu()
             tensors[f"moments/{block_index}/v"] = state.v.cpu()
+        if self._master is not None and self._master is not self._flat:
+            tensors["master"] = self._master.cpu()  # fp32 x_k: bf16 weights alone lose its low bits
         tensors["rng/torch"] = torch.get_rng_state()
         meta = {
             "active_block": self.active_block,
@@ -218,6 +225,8 @@ class ClientWorker:
         self._pending = None
         if active is not None:
             self.begin_block(active)
+            if "master" in tensors:
+                self._master.copy_(tensors["master"])
             self._moments = moments[active]
             if self._persistent:
                 self._saved_moments[active] = self._moments
@@ -244,9 +253,17 @@ class ClientWorker:
             self.load_trainable_state(own)
 
     def block_bytes(self, block_index: int) -> int:
-        block = self.partition.blocks[block_index]
-        element_size = self._parameters[block.parameter_names[0]].element_size()
-        return block.numel * element_size
+        """Bytes of block k as exchanged (the fp32 x½)."""
+        return self.partition.blocks[block_index].numel * 4
+
+    def tensor_memory(self) -> dict[str, int]:
+        """Bytes of the tensors training holds now: weights, active-block grads, fp32 master, moments."""
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        active = self.partition.blocks[self.active_block].numel if self.active_block is not None else 0
+        weight_size = next(self.model.parameters()).element_size()
+        master = active * 4 if weight_size != 4 else 0
+        return {"weights": weights, "grads": active * weight_size, "master": master, "moments": 2 * active * 4,
+                "total": weights + active * weight_size + master + 2 * active * 4}
 
     # ------------------------------------------------------------------ helpers
 
@@ -261,9 +278,10 @@ class ClientWorker:
         return [self._parameters[name] for name in names]
 
     def _require_active(self) -> tuple[torch.Tensor, BlockMoments]:
-        if self._flat is None or self._moments is None:
+        """The active block's fp32 master x_k and its moments."""
+        if self._master is None or self._flat is None or self._moments is None:
             raise RuntimeError("no active block: call begin_block(k) first")
-        return self._flat, self._moments
+        return self._master, self._moments
 
 
 def _flatten_into_views(params: Sequence[torch.nn.Parameter]) -> torch.Tensor:

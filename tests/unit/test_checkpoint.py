@@ -19,10 +19,11 @@ def _steps(client, count: int) -> None:
         client.mix([], self_weight=1.0)
 
 
-@pytest.mark.parametrize("lifetime", ["per_activation", "persistent"])
-def test_restored_client_continues_bit_identically(lifetime):
+@pytest.mark.parametrize(("lifetime", "dtype"), [("per_activation", "float32"), ("persistent", "float32"),
+                                                  ("per_activation", "bfloat16")])
+def test_restored_client_continues_bit_identically(lifetime, dtype):
     # Prepare: train, checkpoint mid-block, train on; a fresh client restored from the checkpoint trains on too.
-    config = tiny_config(algorithm={"moment_lifetime": lifetime})
+    config = tiny_config(algorithm={"moment_lifetime": lifetime}, model={"dtype": dtype})
     original = tiny_client(config)
     original.begin_block(0)
     _steps(original, 2)
