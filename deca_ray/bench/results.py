@@ -30,6 +30,8 @@ def metadata(now: datetime | None = None) -> dict[str, Any]:
 
 def git_info(repo: Path | None = None) -> dict[str, Any]:
     """HEAD and whether tracked files differ from it (untracked files do not count)."""
+    if os.environ.get("DECA_RAY_COMMIT"):  # a copy of the tree without .git (e.g. a GPU machine)
+        return {"commit": os.environ["DECA_RAY_COMMIT"], "dirty": None}
     repo = repo or Path(deca_ray.__file__).resolve().parent.parent
     commit = _git(repo, "rev-parse", "HEAD")
     status = _git(repo, "status", "--porcelain", "--untracked-files=no")
@@ -50,11 +52,17 @@ def machine_info() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    import ray
     import torch
+    import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
-            "deca_ray": _package_version()}
+    try:
+        import ray
+
+        ray_version = ray.__version__
+    except ImportError:  # the GPU check runs where Ray cannot be installed
+        ray_version = "not installed"
+    return {"python": platform.python_version(), "torch": torch.__version__, "ray": ray_version,
+            "transformers": transformers.__version__, "deca_ray": _package_version()}
 
 
 def write_result(payload: dict[str, Any], directory: Path, kind: str = "system", now: datetime | None = None) -> Path:
