@@ -223,6 +223,9 @@ class RuntimeConfig(_Part):
     include_dashboard: bool = True
     auth_mode: Literal["disabled", "token"] = "disabled"
     """Ray 2.60 token auth for the embedded cluster; must match an external cluster's mode."""
+    exchange: Literal["object_store", "rdt_gloo", "rdt_nccl"] = "object_store"
+    """How x½ travels: Ray's object store, or Ray Direct Transport between actors (gloo on CPU;
+    nccl keeps GPU tensors on the device and needs one GPU per actor). Alpha Ray API."""
     failure_policy: Literal["restart", "drop"] = "restart"
     """A dead client: ``restart`` it and roll everyone back to the last checkpoint, or ``drop`` it
     and re-weight the survivors (they roll back too, to stay consistent)."""

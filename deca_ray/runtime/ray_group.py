@@ -45,6 +45,7 @@ class ClientActor:
         self.spec = spec
         self.worker: ClientWorker | None = None
         self._delay_s = 0.0
+        self._info: dict[str, float] = {}
 
     def setup(self, shard: Sequence[EncodedExample]) -> int:
         """Load the model and take the data shard (again after a restart: Ray re-runs only __init__).
@@ -69,13 +70,35 @@ class ClientActor:
         self.worker.begin_block(block_index)
 
     def half_step(self) -> tuple[np.ndarray, dict[str, float]]:
-        if self._delay_s:
-            time.sleep(self._delay_s)
-        x_half, info = self.worker.half_step()
+        """Object-store exchange: x½ as a numpy array (stored once, read zero-copy by neighbours)."""
+        x_half, info = self._half_step()
         return x_half.cpu().numpy(), info  # never mutated after this: the object store may hold a view
 
-    def mix(self, self_weight: float, weights: Sequence[float], *neighbour_blocks: np.ndarray) -> dict[str, float]:
-        blocks = [_read_only_tensor(block) for block in neighbour_blocks]
+    @ray.method(tensor_transport="gloo")
+    def half_step_gloo(self) -> torch.Tensor:
+        """Ray Direct Transport over gloo (CPU tensors); metrics via ``last_info``."""
+        x_half, self._info = self._half_step()
+        return x_half.cpu()
+
+    @ray.method(tensor_transport="nccl")
+    def half_step_nccl(self) -> torch.Tensor:
+        """Ray Direct Transport over NCCL: x½ stays on this actor's GPU until a neighbour pulls it."""
+        x_half, self._info = self._half_step()
+        return x_half
+
+    def last_info(self) -> dict[str, float]:
+        return self._info
+
+    def _half_step(self) -> tuple[torch.Tensor, dict[str, float]]:
+        if self._delay_s:
+            time.sleep(self._delay_s)
+        return self.worker.half_step()
+
+    def mix(
+        self, self_weight: float, weights: Sequence[float], *neighbour_blocks: np.ndarray | torch.Tensor
+    ) -> dict[str, float]:
+        # RDT hands over tensors (never mutated here); the object store hands over read-only arrays.
+        blocks = [b if isinstance(b, torch.Tensor) else _read_only_tensor(b) for b in neighbour_blocks]
         return self.worker.mix(list(zip(blocks, weights, strict=True)), self_weight)
 
     def active_block(self) -> np.ndarray:
@@ -170,6 +193,8 @@ class RayClientGroup:
         }
         setups = {i: actor.setup.remote(self._shards[i]) for i, actor in self.actors.items()}
         self.num_blocks = next(iter(self._gather(setups, "start the clients").values()))
+        self._transport_group: Any = None
+        self._connect_transport()
         self._block_bytes: dict[int, int] = {}
         self._data_ref: ray.ObjectRef | None = None
         self._unsettled: dict[int, ray.ObjectRef] = {}  # late clients' calls not yet awaited
@@ -188,15 +213,34 @@ class RayClientGroup:
 
     def half_step(self, straggler_timeout_s: float | None = None) -> HalfStepResult:
         self._settle()
-        pairs = {i: actor.half_step.options(num_returns=2).remote() for i, actor in self.actors.items()}
-        infos = {i: info for i, (_, info) in pairs.items()}
+        blocks, infos = self._submit_half_steps()
         late: set[int] = set()
         if straggler_timeout_s is not None:
             ready, _ = ray.wait(list(infos.values()), num_returns=len(infos), timeout=straggler_timeout_s)
             late = {i for i, ref in infos.items() if ref not in set(ready)}
             self._unsettled.update({i: infos[i] for i in late})
         arrived = self._gather({i: ref for i, ref in infos.items() if i not in late}, "run the local half-step")
-        return HalfStepResult({i: block for i, (block, _) in pairs.items()}, arrived, late)
+        return HalfStepResult(blocks, arrived, late)
+
+    def _submit_half_steps(self) -> tuple[dict[int, ray.ObjectRef], dict[int, ray.ObjectRef]]:
+        """(block refs, metric refs) per client, through the configured exchange."""
+        if self.runtime.exchange == "object_store":
+            pairs = {i: actor.half_step.options(num_returns=2).remote() for i, actor in self.actors.items()}
+            return {i: block for i, (block, _) in pairs.items()}, {i: info for i, (_, info) in pairs.items()}
+        method = "half_step_gloo" if self.runtime.exchange == "rdt_gloo" else "half_step_nccl"
+        blocks = {i: getattr(actor, method).remote() for i, actor in self.actors.items()}
+        return blocks, {i: actor.last_info.remote() for i, actor in self.actors.items()}
+
+    def _connect_transport(self) -> None:
+        """(Re)build the collective group RDT needs, over the live actors."""
+        if self.runtime.exchange == "object_store":
+            return
+        from ray.experimental.collective import create_collective_group, destroy_collective_group
+
+        if self._transport_group is not None:
+            destroy_collective_group(self._transport_group)
+        backend = "torch_gloo" if self.runtime.exchange == "rdt_gloo" else "nccl"
+        self._transport_group = create_collective_group(list(self.actors.values()), backend=backend)
 
     def mix(self, plans: Sequence[MixPlan], handles: Mapping[int, BlockHandle], wait_for: Collection[int]) -> None:
         calls = {
@@ -249,6 +293,7 @@ class RayClientGroup:
         self._unsettled.clear()
         for index in clients:
             self._set_up_after_restart(index)
+        self._connect_transport()
 
     def _set_up_after_restart(self, index: int) -> None:
         deadline = time.monotonic() + self._timeout
@@ -270,6 +315,7 @@ class RayClientGroup:
         self._unsettled.clear()
         for index in clients:
             ray.kill(self.actors.pop(index), no_restart=True)
+        self._connect_transport()
 
     def pids(self) -> dict[int, int]:
         return self._gather(self._call("pid"), "report process ids")

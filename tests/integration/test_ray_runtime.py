@@ -23,9 +23,10 @@ def _ray_group(config, shards):
     return RayClientGroup(specs, shards, config.runtime)
 
 
-def test_ray_runtime_equals_reference_loop(ray_cluster):
+@pytest.mark.parametrize("exchange", ["object_store", "rdt_gloo"])
+def test_ray_runtime_equals_reference_loop(ray_cluster, exchange):
     # Prepare: 3 clients, 2 blocks, 3 inner steps, ring; identical shards for both runs.
-    config = tiny_config(num_clients=3, runtime={"cpus_per_client": 0.5, "torch_threads": 1})
+    config = tiny_config(num_clients=3, runtime={"cpus_per_client": 0.5, "torch_threads": 1, "exchange": exchange})
     shards = [synthetic_examples(16, seed=i) for i in range(3)]
     topology = build_topology("ring", 3)
     reference = [tiny_client(config, i, shards[i]) for i in range(3)]
