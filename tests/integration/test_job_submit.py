@@ -52,11 +52,15 @@ def head_node():
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
     dashboard_port, gcs_port, metrics_port = _free_port(), _free_port(), _free_port()
+    # Another local cluster (the other integration tests' session cluster) holds Ray's default
+    # agent ports; without its own, this head's job agent never starts ("No available agent").
+    agent_ports = [f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+                   f"--runtime-env-agent-port={_free_port()}"]
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--num-cpus=2",
          "--object-store-memory=300000000", "--include-dashboard=true", f"--temp-dir={temp_dir}",
-         f"--metrics-export-port={metrics_port}"],
+         f"--metrics-export-port={metrics_port}", *agent_ports],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     address = f"http://127.0.0.1:{dashboard_port}"
