@@ -28,6 +28,10 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     system.add_argument("--render-only", action="store_true",
                         help="measure nothing: render the newest result of --results-dir into --markdown")
     system.set_defaults(handler=_bench_system)
+    gpu = kinds.add_parser("gpu-report", help="render the newest GPU result (scripts/gpu_check.sh) into BENCHMARKS.md")
+    gpu.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
+    gpu.add_argument("--markdown", type=Path, default=DEFAULT_MARKDOWN)
+    gpu.set_defaults(handler=_bench_gpu_report)
 
 
 def _bench_system(args: argparse.Namespace) -> int:
@@ -46,6 +50,14 @@ def _bench_system(args: argparse.Namespace) -> int:
     if not args.no_render:
         used = render_newest(args.results_dir, args.markdown)
         print(f"rendered {used} into {args.markdown}")
+    return 0
+
+
+def _bench_gpu_report(args: argparse.Namespace) -> int:
+    from deca_ray.bench.gpu_report import render_newest_gpu
+
+    used = render_newest_gpu(args.results_dir, args.markdown)
+    print(f"rendered {used} into {args.markdown}")
     return 0
 
 

@@ -3,8 +3,8 @@
 Measures, on a SmolLM2-shaped LLaMA (random weights: the packaged GGUF is too large to ship to
 a GPU machine with no network), tokens/s and peak GPU memory of one DECA client against
 single-GPU mixed-precision full Adam (bf16 weights, fp32 master weights and moments), and
-several in-process clients sharing the GPU (the reference loop; Ray actors need a Ray wheel
-the GPU machine cannot receive). Writes one JSON result.
+several clients sharing the GPU: in one process (the reference loop) and, where Ray is
+installed, as client actors with fractional ``num_gpus``. Writes one JSON result.
 
     python -m deca_ray.bench.gpu OUT_DIR [--steps N]
 """
@@ -138,6 +138,39 @@ def shared_gpu(num_clients: int, batch_size: int, length: int, inner_steps: int)
     }
 
 
+def ray_shared_gpu(num_clients: int, batch_size: int, length: int, inner_steps: int) -> dict:
+    """Client actors sharing one GPU by fractional ``num_gpus`` (object-store exchange).
+
+    Needs Ray on the GPU machine (the project's Docker image has it; a bare lent GPU box may not).
+    """
+    try:
+        import ray
+    except ImportError:
+        return {"skipped": "ray is not installed on this machine"}
+    from deca_ray.runtime.driver import Driver
+    from deca_ray.runtime.ray_group import RayClientGroup, RemoteTopology
+    from deca_ray.runtime.topology_service import TopologyService
+
+    config = _config(num_clients, batch_size, inner_steps, blocks={"order": "fixed", "fixed_order": [14]})
+    runtime = config.runtime.model_copy(update={"gpus_per_client": 1 / num_clients, "cpus_per_client": 1.0})
+    ray.init(address="local", include_dashboard=False)
+    try:
+        specs = [ClientSpec.from_config(config, i, 0, VOCAB) for i in range(num_clients)]
+        group = RayClientGroup(specs, [_examples(64, length, i) for i in range(num_clients)], runtime)
+        topology = RemoteTopology(TopologyService(build_topology("ring", num_clients)))
+        history = Driver(group, topology, group.num_blocks, config.algorithm, 0, runtime).run()[1:]
+        group.shutdown()
+    finally:
+        ray.shutdown()
+    return {
+        "num_clients": num_clients,
+        "gpus_per_client": runtime.gpus_per_client,
+        "median_step_s": statistics.median(m.step_time_s for m in history),
+        "median_exchange_s": statistics.median(m.exchange_time_s for m in history),
+        "tokens_per_s_per_client": statistics.median(statistics.fmean(m.tokens_per_s) for m in history),
+    }
+
+
 def _has_gpu() -> bool:
     return torch.cuda.is_available()
 
@@ -161,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     result["full_adam_mixed_precision"] = full_adam(args.batch_size, args.length, args.steps)
     logger.info("full adam done")
     result["shared_gpu_4_clients"] = shared_gpu(4, args.batch_size, args.length, args.steps)
+    result["ray_actors_sharing_gpu"] = ray_shared_gpu(4, args.batch_size, args.length, args.steps)
     deca, full = result["deca_client"], result["full_adam_mixed_precision"]
     weights = deca["bf16_weight_bytes"]
     result["ratios"] = {

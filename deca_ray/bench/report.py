@@ -12,8 +12,6 @@ from typing import Any
 
 from deca_ray.bench.results import newest_result
 
-BEGIN = "<!-- system:begin -->"
-END = "<!-- system:end -->"
 HEADER = """# Benchmarks
 
 Numbers below are written by the project's own benchmark commands from the result files
@@ -30,13 +28,14 @@ def render_newest(results_dir: Path, markdown: Path) -> Path:
     return result_path
 
 
-def update_markdown(markdown: Path, section: str) -> None:
-    """Replace the text between the markers (or append it, creating the file with a header if needed)."""
+def update_markdown(markdown: Path, section: str, name: str = "system") -> None:
+    """Replace the text between ``<!-- name:begin/end -->`` (or append it, creating the file if needed)."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     text = markdown.read_text() if markdown.exists() else HEADER
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
+    block = f"{begin}\n{section.rstrip()}\n{end}"
+    if begin in text and end in text:
+        head, _, rest = text.partition(begin)
+        _, _, tail = rest.partition(end)
         text = head + block + tail
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
