@@ -56,9 +56,6 @@ class ClientActor:
         self.worker = ClientWorker(self.spec, shard)
         return self.worker.partition.num_blocks
 
-    def ready(self) -> bool:
-        return self.worker is not None
-
     def pid(self) -> int:
         return os.getpid()
 
