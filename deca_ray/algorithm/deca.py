@@ -102,10 +102,14 @@ def discrepancy(x_old: torch.Tensor, x_new: torch.Tensor, hp: DecaHyperParams) -
 
 
 def apply_bma(moments: BlockMoments, half: HalfStep, h: torch.Tensor, hp: DecaHyperParams) -> None:
-    """Block-wise moment approximation after the gossip mix: update ``moments`` in place."""
+    """Block-wise moment approximation after the gossip mix: update ``moments`` in place.
+
+    The fresh statistics m', v' belong to this step only, so they are updated in place
+    rather than copied (the inner step's hot path: every pass over the block counts).
+    """
     if hp.variant == "without_bma":
         moments.m, moments.v = half.m_local, half.v_local
         return
     base_m, base_v = (moments.m, moments.v) if hp.variant == "trivial_bma" else (half.m_local, half.v_local)
-    moments.m = torch.lerp(h, base_m, hp.bma_beta1)  # β1·base + (1−β1)·h
-    moments.v = torch.lerp(h * h, base_v, hp.bma_beta2)
+    moments.m = base_m.lerp_(h, 1 - hp.bma_beta1)  # β1·base + (1−β1)·h
+    moments.v = base_v.mul_(hp.bma_beta2).addcmul_(h, h, value=1 - hp.bma_beta2)
