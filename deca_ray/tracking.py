@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,8 @@ class Tracker:
         client = MlflowClient(self.tracking_uri)
         # log_batch accepts at most 1000 metrics per call.
         for start in range(0, len(batch), 1000):
-            self._safely("log step metrics", lambda: client.log_batch(self.run_id, metrics=batch[start : start + 1000]))
+            chunk = batch[start : start + 1000]
+            self._safely("log step metrics", partial(client.log_batch, self.run_id, metrics=chunk))
 
     def end(self, status: str = "FINISHED") -> None:
         if self.run_id is None:

@@ -82,8 +82,6 @@ def deca_client(batch_size: int, length: int, steps: int) -> dict:
         }
     results["num_blocks"] = client.partition.num_blocks
     results["bf16_weight_bytes"] = client.tensor_memory()["weights"]
-    del client
-    torch.cuda.empty_cache()
     return results
 
 
@@ -112,11 +110,8 @@ def full_adam(batch_size: int, length: int, steps: int) -> dict:
                 param.copy_(master)
 
     times = _timed(step, steps)
-    result = {"median_step_s": statistics.median(times), "tokens_per_s": batch_size * length / statistics.median(times),
-              "peak_allocated_bytes": torch.cuda.max_memory_allocated()}
-    del client, model, masters, optimizer
-    torch.cuda.empty_cache()
-    return result
+    return {"median_step_s": statistics.median(times), "tokens_per_s": batch_size * length / statistics.median(times),
+            "peak_allocated_bytes": torch.cuda.max_memory_allocated()}
 
 
 def shared_gpu(num_clients: int, batch_size: int, length: int, inner_steps: int) -> dict:
@@ -189,12 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     result = {"kind": "gpu", "meta": metadata(), "setting": vars(args) | {"model": "SmolLM2-135M shape, random weights",
               "dtype": "bfloat16 weights, fp32 active-block master/grads/moments"}}
-    result["deca_client"] = deca_client(args.batch_size, args.length, args.steps)
-    logger.info("deca client done")
-    result["full_adam_mixed_precision"] = full_adam(args.batch_size, args.length, args.steps)
-    logger.info("full adam done")
-    result["shared_gpu_4_clients"] = shared_gpu(4, args.batch_size, args.length, args.steps)
-    result["ray_actors_sharing_gpu"] = ray_shared_gpu(4, args.batch_size, args.length, args.steps)
+    sections = {
+        "deca_client": lambda: deca_client(args.batch_size, args.length, args.steps),
+        "full_adam_mixed_precision": lambda: full_adam(args.batch_size, args.length, args.steps),
+        "shared_gpu_4_clients": lambda: shared_gpu(4, args.batch_size, args.length, args.steps),
+        "ray_actors_sharing_gpu": lambda: ray_shared_gpu(4, args.batch_size, args.length, args.steps),
+    }
+    for name, measure in sections.items():
+        result[name] = measure()
+        torch.cuda.empty_cache()  # each section's models are gone once it returns; start the next one clean
+        logger.info("%s done", name)
     deca, full = result["deca_client"], result["full_adam_mixed_precision"]
     weights = deca["bf16_weight_bytes"]
     result["ratios"] = {

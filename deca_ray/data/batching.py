@@ -48,6 +48,7 @@ class BatchSampler:
         self.client_index = client_index
         self.epoch = 0
         self.cursor = 0
+        self._order: tuple[int, np.ndarray] | None = None  # (epoch, permutation), computed once per epoch
 
     def next_indices(self) -> list[int]:
         """The next ``batch_size`` indices, wrapping into a fresh shuffle at each epoch's end."""
@@ -68,5 +69,7 @@ class BatchSampler:
         self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
 
     def _epoch_order(self) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, self.client_index, self.epoch])
-        return rng.permutation(self.num_examples)
+        if self._order is None or self._order[0] != self.epoch:
+            rng = np.random.default_rng([self.seed, self.client_index, self.epoch])
+            self._order = (self.epoch, rng.permutation(self.num_examples))
+        return self._order[1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import ray
 import torch
 
 from deca_ray.algorithm.topology import build_topology
