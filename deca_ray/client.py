@@ -1,8 +1,10 @@
-"""ClientWorker: one DECA client's model replica, data shard and active-block optimizer state.
+"""ClientWorker: one client's model replica, data shard and the optimizer state of what it trains.
 
 A plain class: the reference loop holds several in one process, and the Ray runtime wraps it
 with ``ray.remote`` where the group spawns it. Its verbs follow one inner step:
 ``begin_block`` → ``half_step`` (returns x½ to send) → ``mix`` (neighbours' x½ and weights).
+What is trained, the local step and the mix rule come from the configured method
+(``deca_ray.methods``); DECA trains only the active block.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from dataclasses import dataclass
 import torch
 
 from deca_ray.algorithm.blocks import BlockPartition, partition_model
-from deca_ray.algorithm.deca import BlockMoments, DecaHyperParams, HalfStep, apply_bma, discrepancy, local_half_step
-from deca_ray.algorithm.mixing import mix
+from deca_ray.algorithm.deca import BlockMoments, HalfStep, apply_bma, discrepancy
 from deca_ray.config import AlgorithmConfig, EvaluationConfig, ExperimentConfig, ModelConfig
 from deca_ray.data.batching import BatchSampler, collate
 from deca_ray.data.types import EncodedExample, PreparedData
 from deca_ray.evaluate import evaluate
-from deca_ray.models import load_model
+from deca_ray.methods import get_method
+from deca_ray.methods.base import Method, layers_of
+from deca_ray.models import load_model, seeded_rng
+from deca_ray.schedule import covered_blocks
 
 
 @dataclass(frozen=True)
@@ -48,21 +52,6 @@ class ClientSpec:
         )
 
 
-def hyper_params(algorithm: AlgorithmConfig) -> DecaHyperParams:
-    """The pure-torch hyper-parameters of the inner step from the validated config."""
-    return DecaHyperParams(
-        lr=algorithm.lr,
-        adam_beta1=algorithm.adam_beta1,
-        adam_beta2=algorithm.adam_beta2,
-        eps=algorithm.eps,
-        bma_beta1=algorithm.bma_beta1,
-        bma_beta2=algorithm.bma_beta2,
-        variant=algorithm.variant,
-        h_sign=algorithm.h_sign,
-        h_scale=algorithm.h_scale,
-    )
-
-
 def block_partition(model: torch.nn.Module, algorithm: AlgorithmConfig) -> BlockPartition:
     """The configured partition of ``model``'s parameters (identical on every client)."""
     blocks = algorithm.blocks
@@ -77,49 +66,72 @@ def block_partition(model: torch.nn.Module, algorithm: AlgorithmConfig) -> Block
 
 
 class ClientWorker:
-    """Owns x_i (the model), D_i (the shard) and the active block's moments (m, v)."""
+    """Owns x_i (the model), D_i (the shard) and the moments (m, v) of the tensors it trains."""
 
     def __init__(self, spec: ClientSpec, shard: Sequence[EncodedExample]) -> None:
         self.spec = spec
         self.shard = list(shard)
-        self.hp = hyper_params(spec.algorithm)
+        self.method: Method = get_method(spec.algorithm.type)
+        self.hp = self.method.hyper_params(spec.algorithm)
         self.sampler = BatchSampler(len(self.shard), spec.batch_size, spec.seed, spec.client_index)
         # An actor sees only its own GPU (Ray sets CUDA_VISIBLE_DEVICES), so "cuda" is that one.
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = load_model(spec.model, spec.vocab_size, seed=spec.seed).to(self.device)
-        self.model.requires_grad_(False)
+        self.model = self._build_model()
         self.partition = block_partition(self.model, spec.algorithm)
+        self.covered = covered_blocks(self.partition.num_blocks, spec.algorithm)
         self._parameters = dict(self.model.named_parameters())
-        self._persistent = spec.algorithm.moment_lifetime == "persistent"
+        self._persistent = spec.algorithm.moment_lifetime == "persistent" or not self.method.block_wise
         self._saved_moments: dict[int, BlockMoments] = {}
         self.active_block: int | None = None
         self.trained_blocks: list[int] = []  # blocks activated so far, in first-activation order
-        self._flat: torch.Tensor | None = None  # the active block's parameters, flat, in the model's dtype
+        self._active_names: tuple[str, ...] = ()
+        self._layout: list[tuple[str, torch.Size]] = []  # names and shapes packed into the flat buffer
+        self._flat: torch.Tensor | None = None  # the trained parameters, flat, in the model's dtype
         self._master: torch.Tensor | None = None  # x_k in fp32: the same tensor as _flat for fp32 models
         self._moments: BlockMoments | None = None
         self._pending: tuple[torch.Tensor, HalfStep] | None = None  # (x_k before the step, half-step)
 
+    def _build_model(self) -> torch.nn.Module:
+        """x0: the pretrained model plus the method's own modules, identical on every client."""
+        model = load_model(self.spec.model, self.spec.vocab_size, seed=self.spec.seed)
+        base = block_partition(model, self.spec.algorithm)
+        covered = covered_blocks(base.num_blocks, self.spec.algorithm)
+        layers = layers_of([name for k in covered for name in base.blocks[k].parameter_names])
+        with seeded_rng(self.spec.seed):  # the same LoRA / adapter initialisation on every client
+            self.method.prepare_model(model, self.spec.algorithm, layers)
+        model.to(self.device).requires_grad_(False)
+        return model
+
     # ------------------------------------------------------------------ inner-step verbs
 
     def begin_block(self, block_index: int) -> None:
-        """Activate block k: only its parameters need gradients; moments start at zero (or resume)."""
+        """Activate block k: only what the method trains under k needs gradients; moments start at zero.
+
+        Methods that train one fixed set (not block-wise) keep their buffer and moments across blocks.
+        """
+        names = self.method.trained_names(self.partition, block_index, self.covered)
+        if block_index not in self.trained_blocks:
+            self.trained_blocks.append(block_index)
+        if names == self._active_names and not self.method.block_wise:
+            self.active_block = block_index
+            return
         if self.active_block is not None:
             for parameter in self._active_parameters():
                 parameter.requires_grad_(False)
                 parameter.grad = None
         self.active_block = block_index
-        if block_index not in self.trained_blocks:
-            self.trained_blocks.append(block_index)
+        self._active_names = names
         params = self._active_parameters()
+        self._layout = [(name, parameter.shape) for name, parameter in zip(names, params, strict=True)]
         self._flat = _flatten_into_views(params)
         # Mixed precision (BAdam-style): bf16 weights, an fp32 master copy of the active block only.
         self._master = self._flat if self._flat.dtype == torch.float32 else self._flat.float()
         for parameter in params:
             parameter.requires_grad_(True)
         if self._persistent:
-            self._moments = self._saved_moments.setdefault(block_index, BlockMoments.zeros_like(self._master))
+            self._moments = self._saved_moments.setdefault(block_index, self.method.new_moments(self._master))
         else:
-            self._moments = BlockMoments.zeros_like(self._master)
+            self._moments = self.method.new_moments(self._master)
 
     def half_step(self) -> tuple[torch.Tensor, dict[str, float]]:
         """Local gradient on block k and the Adam half-step (Eq. 6); returns x½ and metrics."""
@@ -134,13 +146,14 @@ class ClientWorker:
         loss.backward()
         grad = torch.cat([parameter.grad.reshape(-1) for parameter in params]).float()  # (block_numel,) fp32
         x_old = flat.clone()
-        half = local_half_step(flat, grad, moments, self.hp)
+        half = self.method.local_step(flat, grad, moments, self.hp)
         self._pending = (x_old, half)
         info = {
             "loss": float(loss.detach()),
             "finite": float(bool(torch.isfinite(half.x_half).all())),
             "tokens": float(batch["attention_mask"].sum()),
             "compute_s": time.perf_counter() - started,
+            "tensor_bytes": float(self.tensor_memory()["total"]),  # at its peak: grads and x½ both live
         }
         return half.x_half, info
 
@@ -150,8 +163,9 @@ class ClientWorker:
         if self._pending is None:
             raise RuntimeError("mix() called before half_step() in this inner step")
         x_old, half = self._pending
-        x_new = mix(half.x_half, self_weight, [(block.to(self.device), w) for block, w in neighbours])
-        h = discrepancy(x_old, x_new, self.hp)
+        received = [(block.to(self.device), weight) for block, weight in neighbours]
+        x_new = self.method.combine(half.x_half, self_weight, received, self._layout)
+        h = None if self.hp.variant == "without_bma" else discrepancy(x_old, x_new, self.hp)
         apply_bma(moments, half, h, self.hp)
         flat.copy_(x_new)
         if self._flat is not flat:
@@ -168,26 +182,18 @@ class ClientWorker:
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Every parameter some block trains (detached CPU copies), by name."""
-        return {
-            name: self._parameters[name].detach().cpu().clone()
-            for block in self.partition.blocks
-            for name in block.parameter_names
-        }
+        return self._state_of(range(self.partition.num_blocks))
 
     def trained_state(self) -> dict[str, torch.Tensor]:
         """Parameters of the blocks trained so far (detached CPU copies): all that differs from x0."""
-        return {
-            name: self._parameters[name].detach().cpu().clone()
-            for block_index in self.trained_blocks
-            for name in self.partition.blocks[block_index].parameter_names
-        }
+        return self._state_of(self.trained_blocks)
 
     def checkpoint_state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """(tensors, metadata) that restore this client exactly at an inner-step boundary."""
         if self._pending is not None:
             raise RuntimeError("cannot checkpoint between half_step() and mix()")
         tensors = {f"param/{name}": value for name, value in self.trained_state().items()}
-        moments = dict(self._saved_moments)
+        moments = dict(self._saved_moments) if self.method.block_wise else {}  # else one set, the active one
         if self.active_block is not None and self._moments is not None:
             moments[self.active_block] = self._moments
         for block_index, state in moments.items():
@@ -253,29 +259,36 @@ class ClientWorker:
             self.load_trainable_state(own)
 
     def block_bytes(self, block_index: int) -> int:
-        """Bytes of block k as exchanged (the fp32 x½)."""
-        return self.partition.blocks[block_index].numel * 4
+        """Bytes sent per neighbour while block k is active (the fp32 x½ of what is trained)."""
+        names = self.method.trained_names(self.partition, block_index, self.covered)
+        return sum(self._parameters[name].numel() for name in names) * 4
 
     def tensor_memory(self) -> dict[str, int]:
         """Bytes of the tensors training holds now: weights, active-block grads, fp32 master, moments."""
         weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        active = self.partition.blocks[self.active_block].numel if self.active_block is not None else 0
+        active = self._flat.numel() if self._flat is not None else 0
         weight_size = next(self.model.parameters()).element_size()
         master = active * 4 if weight_size != 4 else 0
-        return {"weights": weights, "grads": active * weight_size, "master": master, "moments": 2 * active * 4,
-                "total": weights + active * weight_size + master + 2 * active * 4}
+        moments = (self._moments.m.numel() + self._moments.v.numel()) * 4 if self._moments is not None else 0
+        return {"weights": weights, "grads": active * weight_size, "master": master, "moments": moments,
+                "total": weights + active * weight_size + master + moments}
 
     # ------------------------------------------------------------------ helpers
 
+    def _state_of(self, blocks: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Detached CPU copies of the parameters trained under ``blocks``, by name."""
+        names = dict.fromkeys(
+            name for block in blocks for name in self.method.trained_names(self.partition, block, self.covered)
+        )
+        return {name: self._parameters[name].detach().cpu().clone() for name in names}
+
     def _reset_to_base(self, blocks: Sequence[int]) -> None:
-        base = dict(load_model(self.spec.model, self.spec.vocab_size, seed=self.spec.seed).named_parameters())
-        names = [name for block in blocks for name in self.partition.blocks[block].parameter_names]
+        base = dict(self._build_model().named_parameters())
+        names = [name for block in blocks for name in self.method.trained_names(self.partition, block, self.covered)]
         self.load_trainable_state({name: base[name].detach() for name in names})
 
     def _active_parameters(self) -> list[torch.nn.Parameter]:
-        assert self.active_block is not None
-        names = self.partition.blocks[self.active_block].parameter_names
-        return [self._parameters[name] for name in names]
+        return [self._parameters[name] for name in self._active_names]
 
     def _require_active(self) -> tuple[torch.Tensor, BlockMoments]:
         """The active block's fp32 master x_k and its moments."""

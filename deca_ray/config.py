@@ -165,10 +165,30 @@ class BlocksConfig(_Part):
         return self
 
 
-class AlgorithmConfig(_Part):
-    """DECA's schedule and hyper-parameters (symbols as in ALGORITHM.md)."""
+class LoraConfig(_Part):
+    """LoRA factors for ``dec_lora`` and ``decaf`` (built with peft on the layers DECA's blocks cover)."""
 
-    type: Literal["deca"] = "deca"
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    """Scaling numerator: the update is (alpha / rank)·B·A."""
+    target_modules: list[str] = ["q_proj", "v_proj"]
+    """Module name suffixes that get LoRA factors (peft ``target_modules``)."""
+
+
+class AdapterConfig(_Part):
+    """Bottleneck adapters for ``dec_adapter``: one after each covered layer's MLP (Pfeiffer placement)."""
+
+    bottleneck: int = Field(32, ge=1)
+    """Hidden width of the down-projection."""
+
+
+class AlgorithmConfig(_Part):
+    """The training method, its schedule and hyper-parameters (DECA's symbols as in ALGORITHM.md)."""
+
+    type: str = "deca"
+    """Method by registered name: ``deca``, ``dec_lora``, ``decaf``, ``dec_adapter``, ``dsgd``, ``dadam``,
+    ``local_block_adam``, ``centralized_adam`` (``deca-ray methods`` lists them). Checked against the
+    registry in ``deca_ray.methods`` when a run starts, since the registry sits above config."""
     rounds: int = Field(1, ge=1)
     """T: sweeps over all blocks."""
     inner_steps: int = Field(5, ge=1)
@@ -189,6 +209,8 @@ class AlgorithmConfig(_Part):
     h_scale: Literal["raw", "lr", "unit_norm"] = "lr"
     moment_lifetime: Literal["per_activation", "persistent"] = "per_activation"
     blocks: BlocksConfig = BlocksConfig()
+    lora: LoraConfig = LoraConfig()
+    adapter: AdapterConfig = AdapterConfig()
 
 
 class EvaluationConfig(_Part):

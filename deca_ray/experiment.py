@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from transformers import PreTrainedTokenizerBase
 
-from deca_ray.algorithm.topology import Topology, build_topology
+from deca_ray.algorithm.topology import Topology, build_topology, isolated_topology
 from deca_ray.client import ClientSpec, ClientWorker
 from deca_ray.config import ExperimentConfig
 from deca_ray.data.prepare import prepare_data
 from deca_ray.data.types import PreparedData
+from deca_ray.methods import get_method
 from deca_ray.models import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -35,9 +36,15 @@ class Inputs:
 
 
 def prepare_inputs(config: ExperimentConfig) -> Inputs:
+    """Tokenizer, data and graph; a centralised method gets one client holding every shard."""
+    method = get_method(config.algorithm.type)  # an unknown name fails here, before any data work
     tokenizer = load_tokenizer(config.model)
     data = prepare_data(config, tokenizer)
-    return Inputs(tokenizer=tokenizer, data=data, topology=topology_from_config(config))
+    if method.centralised:
+        union = [example for shard in data.client_shards for example in shard]
+        return Inputs(tokenizer=tokenizer, data=replace(data, client_shards=[union]), topology=isolated_topology(1))
+    topology = topology_from_config(config) if method.gossips else isolated_topology(config.num_clients)
+    return Inputs(tokenizer=tokenizer, data=data, topology=topology)
 
 
 def topology_from_config(config: ExperimentConfig) -> Topology:
@@ -57,7 +64,7 @@ def topology_from_config(config: ExperimentConfig) -> Topology:
 def client_specs(config: ExperimentConfig, inputs: Inputs) -> list[ClientSpec]:
     return [
         ClientSpec.from_config(config, index, inputs.pad_token_id, inputs.vocab_size)
-        for index in range(config.num_clients)
+        for index in range(len(inputs.data.client_shards))
     ]
 
 

@@ -73,7 +73,7 @@ def build_tiny_llama(config: ModelConfig, vocab_size: int, seed: int = 0) -> Pre
         max_position_embeddings=2048,
         tie_word_embeddings=True,
     )
-    with _seeded(seed):
+    with seeded_rng(seed):
         return AutoModelForCausalLM.from_config(llama, dtype=torch.float32)
 
 
@@ -132,7 +132,7 @@ def _not_found_message(what: str, source: str, error: Exception) -> str:
     )
 
 
-class _seeded:
+class seeded_rng:
     """Fork torch's global RNG so seeded model init leaves the caller's RNG untouched."""
 
     def __init__(self, seed: int) -> None:

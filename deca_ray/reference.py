@@ -64,4 +64,5 @@ def inner_step(clients: Sequence[ClientWorker], topology: Topology, position: Po
         consensus_distance=consensus_distance(torch.stack([c.active_block_tensor() for c in clients])),
         client_compute_s=[info["compute_s"] for info in infos],
         client_tokens=[info["tokens"] for info in infos],
+        client_tensor_bytes=[info["tensor_bytes"] for info in infos],
     )

@@ -80,8 +80,8 @@ def _train_and_evaluate(
 ) -> RunResult:
     group, topology = _backend(config, inputs, stack)
     resumed = checkpointer.latest
-    summary: dict = {"name": config.name, "backend": config.runtime.backend, "num_clients": config.num_clients,
-                     "fingerprint": config.fingerprint()}
+    summary: dict = {"name": config.name, "method": config.algorithm.type, "backend": config.runtime.backend,
+                     "num_clients": len(group.client_ids), "fingerprint": config.fingerprint()}
     if resumed is not None:
         if resumed.run_state.get("dropped"):
             topology.remove_clients(resumed.run_state["dropped"])
@@ -150,6 +150,7 @@ def _training_summary(history: list[StepMetrics], clients: list[int], driver: Dr
             client: sum(m.bytes_sent[m.clients.index(client)] for m in history if client in m.clients)
             for client in clients
         },
+        "peak_tensor_bytes_per_client": max((max(m.client_tensor_bytes, default=0.0) for m in history), default=None),
         "dropped_clients": driver.dropped,
         "restarts": driver.restarts,
         "events": driver.events,

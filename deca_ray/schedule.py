@@ -30,6 +30,12 @@ def schedule(num_blocks: int, algorithm: AlgorithmConfig, seed: int) -> Iterator
                 global_step += 1
 
 
+def covered_blocks(num_blocks: int, algorithm: AlgorithmConfig) -> list[int]:
+    """The blocks the schedule ever activates (``fixed_order``'s, or all), ascending."""
+    blocks = algorithm.blocks
+    return sorted(set(blocks.fixed_order or [])) if blocks.order == "fixed" else list(range(num_blocks))
+
+
 def total_steps(num_blocks: int, algorithm: AlgorithmConfig) -> int:
     blocks_per_round = len(algorithm.blocks.fixed_order or []) if algorithm.blocks.order == "fixed" else num_blocks
     return algorithm.rounds * blocks_per_round * algorithm.inner_steps
@@ -52,6 +58,8 @@ class StepMetrics:
     client_compute_s: list[float] = field(default_factory=list)
     """Each client's own half-step time (forward, backward, Adam)."""
     client_tokens: list[float] = field(default_factory=list)
+    client_tensor_bytes: list[float] = field(default_factory=list)
+    """Each client's weights + grads + fp32 master + moments during the half-step (its peak)."""
     late_clients: list[int] = field(default_factory=list)
     """Clients whose x½ missed the straggler deadline (their neighbours mixed without them)."""
 

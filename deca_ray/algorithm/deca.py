@@ -101,15 +101,17 @@ def discrepancy(x_old: torch.Tensor, x_new: torch.Tensor, hp: DecaHyperParams) -
     return h
 
 
-def apply_bma(moments: BlockMoments, half: HalfStep, h: torch.Tensor, hp: DecaHyperParams) -> None:
+def apply_bma(moments: BlockMoments, half: HalfStep, h: torch.Tensor | None, hp: DecaHyperParams) -> None:
     """Block-wise moment approximation after the gossip mix: update ``moments`` in place.
 
     The fresh statistics m', v' belong to this step only, so they are updated in place
     rather than copied (the inner step's hot path: every pass over the block counts).
+    ``h`` may be None only for ``without_bma``, which does not read it.
     """
     if hp.variant == "without_bma":
         moments.m, moments.v = half.m_local, half.v_local
         return
+    assert h is not None, "BMA needs the discrepancy h"
     base_m, base_v = (moments.m, moments.v) if hp.variant == "trivial_bma" else (half.m_local, half.v_local)
     moments.m = base_m.lerp_(h, 1 - hp.bma_beta1)  # β1·base + (1−β1)·h
     moments.v = base_v.mul_(hp.bma_beta2).addcmul_(h, h, value=1 - hp.bma_beta2)

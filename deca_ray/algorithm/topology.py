@@ -395,3 +395,10 @@ def remove_clients(topology: Topology, clients: Iterable[int]) -> Topology:
         graphs = (topology.graphs[0].subgraph(survivors).copy(),)
     fix = f"removing clients {sorted(removed)} splits the survivors; no gossip reaches them all"
     return _make_topology(topology.kind, survivors, topology.weights_scheme, graphs, fix)
+
+
+def isolated_topology(num_clients: int) -> Topology:
+    """No edges, W = I: every client trains alone (the no-communication reference)."""
+    graph = nx.empty_graph(num_clients)
+    identity = torch.eye(num_clients, dtype=torch.float64)
+    return Topology("isolated", tuple(range(num_clients)), "identity", (graph,), (identity,))

@@ -28,6 +28,17 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     system.add_argument("--render-only", action="store_true",
                         help="measure nothing: render the newest result of --results-dir into --markdown")
     system.set_defaults(handler=_bench_system)
+    quality = kinds.add_parser("quality", help="every method and ablation on non-IID BBC (issue 4, section Q)")
+    quality.add_argument("--quick", action="store_true",
+                         help="tiny model, four runs, in-process clients (development and tests; seconds)")
+    quality.add_argument("--only", action="append", default=[], metavar="RUN",
+                         help="run just these runs of the preset (repeatable), e.g. --only deca --only dec_lora")
+    quality.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
+    quality.add_argument("--markdown", type=Path, default=DEFAULT_MARKDOWN)
+    quality.add_argument("--no-render", action="store_true", help="write the JSON files only")
+    quality.add_argument("--render-only", action="store_true",
+                         help="run nothing: render the newest quality suite of --results-dir into --markdown")
+    quality.set_defaults(handler=_bench_quality)
     gpu = kinds.add_parser("gpu-report", help="render the newest GPU result (scripts/gpu_check.sh) into BENCHMARKS.md")
     gpu.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     gpu.add_argument("--markdown", type=Path, default=DEFAULT_MARKDOWN)
@@ -49,6 +60,29 @@ def _bench_system(args: argparse.Namespace) -> int:
         _print_ratios(path)
     if not args.no_render:
         used = render_newest(args.results_dir, args.markdown)
+        print(f"rendered {used} into {args.markdown}")
+    return 0
+
+
+def _bench_quality(args: argparse.Namespace) -> int:
+    from deca_ray.bench.quality_presets import FULL, QUICK
+
+    preset = QUICK if args.quick else FULL
+    unknown = sorted(set(args.only) - {run.name for run in preset.runs})
+    if unknown:
+        from deca_ray.errors import ConfigError
+
+        raise ConfigError(f"--only {unknown}: no such run; the {preset.name} preset has "
+                          f"{', '.join(run.name for run in preset.runs)}")
+    if not args.render_only:
+        from deca_ray.bench.quality import run_quality_benchmark
+
+        suite = run_quality_benchmark(preset, args.results_dir, only=(lambda run: run.name in args.only) if args.only else None)
+        print(f"results: {suite}")
+    if not args.no_render:
+        from deca_ray.bench.quality_report import render_newest_quality
+
+        used = render_newest_quality(args.results_dir, args.markdown)
         print(f"rendered {used} into {args.markdown}")
     return 0
 

@@ -131,6 +131,7 @@ class Driver:
             consensus_distance=self.group.consensus_distance() if measure else None,
             client_compute_s=[half.infos[i]["compute_s"] for i in clients],
             client_tokens=[half.infos[i]["tokens"] for i in clients],
+            client_tensor_bytes=[half.infos[i].get("tensor_bytes", 0.0) for i in clients],
             late_clients=sorted(half.late),
         )
 

@@ -1,0 +1,129 @@
+"""``deca-ray bench quality``: every method and ablation of section Q, one result file per run.
+
+Runs go one after another on one Ray cluster (started here unless ``RAY_ADDRESS`` names one);
+each is a normal tracked run (MLflow, run directory), and its result file records the commit,
+date, machine, config, seed, final metrics and loss / consensus curves.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from deca_ray.bench.quality_presets import QualityPreset, QualityRun
+from deca_ray.bench.results import metadata
+from deca_ray.config import ExperimentConfig, config_from_dict
+
+logger = logging.getLogger(__name__)
+
+SUITE_FILE = "suite.json"
+
+
+def run_quality_benchmark(
+    preset: QualityPreset, results_dir: Path, output_dir: Path = Path("runs/bench-quality"),
+    only: Callable[[QualityRun], bool] | None = None,
+) -> Path:
+    """Run the preset's runs into a new ``<results_dir>/quality-<stamp>/``; returns that directory."""
+    from deca_ray.runtime.cluster import connect, disconnect
+
+    suite_dir = _new_suite_dir(results_dir)
+    runs = [run for run in preset.runs if only is None or only(run)]
+    configs = {run.name: run_config(preset, run, output_dir) for run in runs}  # bad overrides fail before any run
+    started = time.perf_counter()
+    ray_started = any(config.runtime.backend == "ray" for config in configs.values()) and connect(
+        next(c.runtime for c in configs.values() if c.runtime.backend == "ray")
+    )
+    try:
+        for run in runs:
+            logger.info("quality benchmark: %s (%s)", run.name, run.label)
+            _write(suite_dir / f"{run.name}.json", _run_one(preset, run, configs[run.name]))
+    finally:
+        if ray_started:
+            disconnect(True)
+    suite = {"preset": preset.name, "runs": [run.name for run in runs], "wall_time_s": time.perf_counter() - started,
+             "metadata": metadata()}
+    _write(suite_dir / SUITE_FILE, suite)
+    return suite_dir
+
+
+def run_config(preset: QualityPreset, run: QualityRun, output_dir: Path) -> ExperimentConfig:
+    raw = copy.deepcopy(preset.base)
+    _merge(raw, copy.deepcopy(run.overrides))
+    _merge(raw, {"name": f"{raw.get('name', 'quality')}-{run.name}", "tracking": {"output_dir": str(output_dir)}})
+    return config_from_dict(raw)
+
+
+def _run_one(preset: QualityPreset, run: QualityRun, config: ExperimentConfig) -> dict[str, Any]:
+    from deca_ray.runner import run_experiment
+
+    result = run_experiment(config)
+    summary = result.summary
+    bytes_sent = summary["bytes_sent_per_client"]
+    return {
+        "metadata": metadata(),
+        "preset": preset.name,
+        "run": run.name,
+        "table": run.table,
+        "label": run.label,
+        "seed": config.seed,
+        "config": config.model_dump(mode="json"),
+        "metrics": {
+            "before": summary.get("before", {}),
+            "after": summary.get("after", {}),
+            "steps_per_client": summary["steps"],
+            "bytes_sent_per_client": sum(bytes_sent.values()) / len(bytes_sent),
+            "peak_tensor_bytes_per_client": summary["peak_tensor_bytes_per_client"],
+            "wall_time_s": summary["wall_time_s"],
+            "median_step_time_s": summary["median_step_time_s"],
+            "num_clients": summary["num_clients"],
+        },
+        "topology": summary["topology"],
+        "curves": {
+            "step": [m.position.global_step for m in result.history],
+            "mean_loss": [m.mean_loss for m in result.history],
+            "consensus_distance": [m.consensus_distance for m in result.history],
+        },
+        "mlflow": {"tracking_uri": result.tracking_uri, "run_id": result.run_id},
+        "run_dir": str(result.run_dir),
+    }
+
+
+def load_suite(suite_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The suite record and its runs' results, in run order."""
+    suite = json.loads((suite_dir / SUITE_FILE).read_text())
+    return suite, [json.loads((suite_dir / f"{name}.json").read_text()) for name in suite["runs"]]
+
+
+def newest_suite(results_dir: Path) -> Path:
+    from deca_ray.bench.results import NoResultError
+
+    suites = sorted(path.parent for path in results_dir.glob(f"quality-*/{SUITE_FILE}"))
+    if not suites:
+        raise NoResultError(f"no quality-*/{SUITE_FILE} in {results_dir}; run `deca-ray bench quality` first")
+    return suites[-1]
+
+
+def _new_suite_dir(results_dir: Path) -> Path:
+    path = results_dir / f"quality-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+def _write(path: Path, payload: dict[str, Any]) -> None:
+    with path.open("x") as stream:
+        json.dump(payload, stream, indent=2, default=str)
+        stream.write("\n")
+
+
+def _merge(base: dict, extra: dict) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value

@@ -1,0 +1,55 @@
+"""Training methods, chosen by ``algorithm.type``.
+
+Each module in this package defines one or more ``Method`` subclasses and registers them by
+name with ``@register``. The package imports every module in it, so adding a method is one
+new file here: the client, the driver, the runtime and the CLI need no edits.
+
+    methods/
+      base.py        Method: what a client trains, its local step, what it sends, how it mixes
+      deca.py        deca, local_block_adam
+      full_model.py  dsgd, dadam, centralized_adam
+      lora.py        dec_lora, decaf            (peft)
+      adapter.py     dec_adapter                (bottleneck adapters)
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+
+from deca_ray.errors import ConfigError
+from deca_ray.methods.base import Method
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(method: type[Method]) -> type[Method]:
+    """Class decorator: make ``method`` selectable as ``algorithm.type: <method.name>``."""
+    if method.name in _REGISTRY and _REGISTRY[method.name] is not method:
+        raise ValueError(f"method name {method.name!r} is registered twice")
+    _REGISTRY[method.name] = method
+    return method
+
+
+def method_names() -> list[str]:
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def get_method(name: str) -> Method:
+    """The registered method called ``name``, or a ConfigError naming the closest one."""
+    _discover()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"algorithm.type: unknown method {name!r}; {hint}registered: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]()
+
+
+def _discover() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+__all__ = ["Method", "get_method", "method_names", "register"]

@@ -1,0 +1,69 @@
+"""Dec-LoRA and DeCAF: LoRA factors (peft) trained locally with Adam, then gossiped.
+
+Both put rank-r factors on ``algorithm.lora.target_modules`` of the layers DECA's schedule
+covers. Dec-LoRA averages A and B element-wise, each separately; DeCAF averages the products
+B·A and re-factorises them by truncated SVD. Both send the factors (r·(in + out) numbers per
+module): a DeCAF receiver forms its neighbours' products itself, the same arithmetic as
+receiving products, for r·(in + out) numbers instead of in·out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from deca_ray.algorithm.baselines import decaf_mix
+from deca_ray.config import AlgorithmConfig
+from deca_ray.methods import register
+from deca_ray.methods.base import Layout, Method, layer_of, split_flat
+
+
+@register
+class DecLora(Method):
+    name = "dec_lora"
+    summary = "LoRA factors trained with Adam; A and B gossip-averaged separately every step"
+
+    def prepare_model(self, model: torch.nn.Module, algorithm: AlgorithmConfig, layers: Sequence[int]) -> None:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lora = algorithm.lora
+        covered = set(layers)
+        targets = [
+            name for name, _ in model.named_modules()
+            if any(name.endswith(f".{target}") for target in lora.target_modules) and layer_of(name) in covered
+        ]
+        if not targets:
+            raise ValueError(
+                f"no module named like {lora.target_modules} in layers {list(layers)}; "
+                "set algorithm.lora.target_modules to module names of this model (e.g. q_proj, v_proj)"
+            )
+        config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=0.0, target_modules=targets)
+        inject_adapter_in_model(config, model)
+
+    def trainable(self, name: str) -> bool:
+        return ".lora_A." in name or ".lora_B." in name
+
+
+@register
+class Decaf(DecLora):
+    name = "decaf"
+    summary = "LoRA; gossip-average the products B·A and re-factorise to rank r by truncated SVD"
+
+    def combine(
+        self, own: torch.Tensor, self_weight: float, neighbours: Sequence[tuple[torch.Tensor, float]], layout: Layout
+    ) -> torch.Tensor:
+        mine = split_flat(own, layout)
+        theirs = [(split_flat(torch.as_tensor(block), layout), weight) for block, weight in neighbours]
+        mixed = torch.empty_like(own)
+        out = split_flat(mixed, layout)
+        for a_name in (name for name, _ in layout if ".lora_A." in name):
+            b_name = a_name.replace(".lora_A.", ".lora_B.")
+            b, a = decaf_mix(
+                (mine[b_name], mine[a_name]), self_weight,
+                [((views[b_name], views[a_name]), weight) for views, weight in theirs],
+            )
+            out[b_name].copy_(b)
+            out[a_name].copy_(a)
+        return mixed
+
