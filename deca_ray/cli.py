@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("config", nargs="?")
     show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     show.set_defaults(handler=_show_config)
+    methods = commands.add_parser("methods", help="list the training methods algorithm.type can name")
+    methods.set_defaults(handler=_list_methods)
     _add_bench(commands)
     return parser
 
@@ -80,6 +82,14 @@ def _show_config(args: argparse.Namespace) -> int:
     from deca_ray.config import dump_config, load_config
 
     print(dump_config(load_config(args.config, args.overrides)), end="")
+    return 0
+
+
+def _list_methods(args: argparse.Namespace) -> int:
+    from deca_ray.methods import get_method, method_names
+
+    for name in method_names():
+        print(f"{name:18} {get_method(name).summary}")
     return 0
 
 

@@ -65,6 +65,13 @@ def block_partition(model: torch.nn.Module, algorithm: AlgorithmConfig) -> Block
     )
 
 
+def prepare_for_method(model: torch.nn.Module, algorithm: AlgorithmConfig, method: Method) -> None:
+    """Add ``method``'s own modules (LoRA, adapters) to the layers DECA's schedule covers, in place."""
+    base = block_partition(model, algorithm)
+    covered = covered_blocks(base.num_blocks, algorithm)
+    method.prepare_model(model, algorithm, layers_of([name for k in covered for name in base.blocks[k].parameter_names]))
+
+
 class ClientWorker:
     """Owns x_i (the model), D_i (the shard) and the moments (m, v) of the tensors it trains."""
 
@@ -94,11 +101,8 @@ class ClientWorker:
     def _build_model(self) -> torch.nn.Module:
         """x0: the pretrained model plus the method's own modules, identical on every client."""
         model = load_model(self.spec.model, self.spec.vocab_size, seed=self.spec.seed)
-        base = block_partition(model, self.spec.algorithm)
-        covered = covered_blocks(base.num_blocks, self.spec.algorithm)
-        layers = layers_of([name for k in covered for name in base.blocks[k].parameter_names])
         with seeded_rng(self.spec.seed):  # the same LoRA / adapter initialisation on every client
-            self.method.prepare_model(model, self.spec.algorithm, layers)
+            prepare_for_method(model, self.spec.algorithm, self.method)
         model.to(self.device).requires_grad_(False)
         return model
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
+import torch
 from transformers import PreTrainedTokenizerBase
 
 from deca_ray.algorithm.topology import Topology, build_topology, isolated_topology
-from deca_ray.client import ClientSpec, ClientWorker
+from deca_ray.client import ClientSpec, ClientWorker, block_partition, prepare_for_method
 from deca_ray.config import ExperimentConfig
 from deca_ray.data.prepare import prepare_data
 from deca_ray.data.types import PreparedData
-from deca_ray.methods import get_method
-from deca_ray.models import load_tokenizer
+from deca_ray.errors import ConfigError
+from deca_ray.methods import Method, get_method
+from deca_ray.models import load_tokenizer, model_skeleton, seeded_rng
+from deca_ray.schedule import covered_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +42,26 @@ def prepare_inputs(config: ExperimentConfig) -> Inputs:
     """Tokenizer, data and graph; a centralised method gets one client holding every shard."""
     method = get_method(config.algorithm.type)  # an unknown name fails here, before any data work
     tokenizer = load_tokenizer(config.model)
+    check_method_fits_model(config, method, len(tokenizer))
     data = prepare_data(config, tokenizer)
     if method.centralised:
         union = [example for shard in data.client_shards for example in shard]
         return Inputs(tokenizer=tokenizer, data=replace(data, client_shards=[union]), topology=isolated_topology(1))
     topology = topology_from_config(config) if method.gossips else isolated_topology(config.num_clients)
     return Inputs(tokenizer=tokenizer, data=data, topology=topology)
+
+
+def check_method_fits_model(config: ExperimentConfig, method: Method, vocab_size: int) -> None:
+    """Partition the model and add the method's modules on a weightless copy, so that a bad
+    ``algorithm.blocks`` / ``algorithm.lora`` setting fails before anything is written or spawned."""
+    skeleton = model_skeleton(config.model, vocab_size)
+    try:
+        # meta device: the added modules allocate nothing; forked RNG: validating draws no random numbers
+        with torch.device("meta"), seeded_rng(config.seed):
+            prepare_for_method(skeleton, config.algorithm, method)
+        covered_blocks(block_partition(skeleton, config.algorithm).num_blocks, config.algorithm)
+    except ValueError as error:
+        raise ConfigError(f"algorithm (type {config.algorithm.type}) does not fit {config.model.name}: {error}") from None
 
 
 def topology_from_config(config: ExperimentConfig) -> Topology:

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.utils import logging as transformers_logging
 
 from deca_ray.config import ModelConfig
@@ -60,10 +67,29 @@ def load_model(config: ModelConfig, vocab_size: int, seed: int = 0) -> PreTraine
     return model
 
 
+def model_skeleton(config: ModelConfig, vocab_size: int) -> PreTrainedModel:
+    """The model's modules and parameter names on the meta device: no weights are read or allocated."""
+    if config.name == TINY_LLAMA:
+        architecture = _tiny_llama_config(config, vocab_size)
+    else:
+        source = packaged_smollm2_dir(config) if config.name == SMOLLM2 else config.name
+        try:
+            architecture = AutoConfig.from_pretrained(str(source))
+        except (OSError, ValueError) as error:
+            raise ModelError(_not_found_message("model", str(source), error)) from None
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(architecture)
+
+
 def build_tiny_llama(config: ModelConfig, vocab_size: int, seed: int = 0) -> PreTrainedModel:
     """A randomly initialised LLaMA of ``config.tiny``'s shape (tests, smoke runs); seeded."""
+    with seeded_rng(seed):
+        return AutoModelForCausalLM.from_config(_tiny_llama_config(config, vocab_size), dtype=torch.float32)
+
+
+def _tiny_llama_config(config: ModelConfig, vocab_size: int) -> LlamaConfig:
     tiny = config.tiny
-    llama = LlamaConfig(
+    return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=tiny.hidden_size,
         intermediate_size=tiny.intermediate_size,
@@ -73,8 +99,6 @@ def build_tiny_llama(config: ModelConfig, vocab_size: int, seed: int = 0) -> Pre
         max_position_embeddings=2048,
         tie_word_embeddings=True,
     )
-    with seeded_rng(seed):
-        return AutoModelForCausalLM.from_config(llama, dtype=torch.float32)
 
 
 def packaged_smollm2_dir(config: ModelConfig) -> Path:

@@ -22,10 +22,11 @@ def _ray_group(config, shards):
     return RayClientGroup(specs, shards, config.runtime)
 
 
-@pytest.mark.parametrize("exchange", ["object_store", "rdt_gloo"])
-def test_ray_runtime_equals_reference_loop(ray_cluster, exchange):
+@pytest.mark.parametrize(("exchange", "method"), [("object_store", "deca"), ("rdt_gloo", "deca"), ("object_store", "decaf")])
+def test_ray_runtime_equals_reference_loop(ray_cluster, exchange, method):
     # Prepare: 3 clients, 2 blocks, 3 inner steps, ring; identical shards for both runs.
-    config = tiny_config(num_clients=3, runtime={"cpus_per_client": 0.5, "torch_threads": 1, "exchange": exchange})
+    config = tiny_config(num_clients=3, runtime={"cpus_per_client": 0.5, "torch_threads": 1, "exchange": exchange},
+                         algorithm={"type": method, "lora": {"rank": 2}})
     shards = [synthetic_examples(16, seed=i) for i in range(3)]
     topology = build_topology("ring", 3)
     reference = [tiny_client(config, i, shards[i]) for i in range(3)]
@@ -44,7 +45,7 @@ def test_ray_runtime_equals_reference_loop(ray_cluster, exchange):
         for name, value in client.trainable_state().items():
             torch.testing.assert_close(state[name], value, rtol=1e-5, atol=1e-6)
     assert any(not torch.equal(states[0][name], x0[name]) for name in x0)
-    block_bytes = [block.numel * 4 for block in reference[0].partition.blocks]
+    block_bytes = [reference[0].block_bytes(k) for k in range(reference[0].partition.num_blocks)]
     for metrics in history:
         assert metrics.bytes_sent == [block_bytes[metrics.position.block_index] * 2] * 3
     assert [m.position.block_index for m in history] == [0, 0, 0, 1, 1, 1]

@@ -56,6 +56,9 @@ def _rows(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "data file without the label field": (["--set", f"data.source={no_label}"], "data.label_field"),
         "empty label": (["--set", f"data.source={empty_label}"], "row 1"),
         "unknown model, hub unreachable": (["--set", "model.name=nobody/no-such-model"], "cannot load"),
+        "unknown method": (["--set", "algorithm.type=dec-lora"], "did you mean 'dec_lora'"),
+        "LoRA targets no module": (["--set", "algorithm.type=dec_lora", "--set", "algorithm.lora.target_modules=[qkv]"],
+                                   "algorithm.lora.target_modules"),
     }
 
 
@@ -63,6 +66,7 @@ ROW_NAMES = [
     "unknown config key", "wrong type", "alpha <= 0", "more clients than examples", "client left with no data",
     "disconnected custom graph", "custom graph names a missing client", "missing data file",
     "unreadable data file", "data file without the label field", "empty label", "unknown model, hub unreachable",
+    "unknown method", "LoRA targets no module",
 ]
 
 

@@ -1,0 +1,164 @@
+"""Methods through the generic client: what each trains, sends and mixes, and the registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deca_ray.algorithm.baselines import refactorise
+from deca_ray.algorithm.topology import build_topology
+from deca_ray.config import config_from_dict
+from deca_ray.errors import ConfigError
+from deca_ray.experiment import prepare_inputs
+from deca_ray.methods import _REGISTRY, get_method, method_names, register
+from deca_ray.methods.base import Method, split_flat
+from deca_ray.reference import run_reference
+from tests.helpers import tiny_client, tiny_config
+
+ALL_METHODS = ["centralized_adam", "dadam", "dec_adapter", "dec_lora", "deca", "decaf", "dsgd", "local_block_adam"]
+
+
+def _clients(method: str, count: int = 3, **algorithm):
+    config = tiny_config(algorithm={"type": method, "lora": {"rank": 2}, "adapter": {"bottleneck": 4}} | algorithm)
+    return config, [tiny_client(config, i) for i in range(count)]
+
+
+def _one_exchange(clients, weights):
+    """Half-step every client, mix with ``weights`` (n × n); returns each client's x½ as named views."""
+    for client in clients:
+        client.begin_block(0)
+    halves = [client.half_step()[0].clone() for client in clients]
+    for i, client in enumerate(clients):
+        client.mix([(halves[j], weights[i][j]) for j in range(len(clients)) if j != i], weights[i][i])
+    return [split_flat(half, clients[0]._layout) for half in halves]
+
+
+RING3 = [[1 / 3] * 3] * 3  # Metropolis–Hastings weights of a 3-ring
+
+
+def test_every_baseline_is_registered_by_name():
+    assert method_names() == ALL_METHODS
+
+
+def test_unknown_method_names_the_closest_one():
+    with pytest.raises(ConfigError, match=r"unknown method 'declora'; did you mean 'dec_lora'\?"):
+        get_method("declora")
+
+
+def test_dec_lora_trains_and_averages_a_and_b_separately():
+    # Prepare: 3 clients with LoRA on q/v of every covered layer
+    _, clients = _clients("dec_lora")
+    x0 = clients[0].trainable_state()
+    # Execute
+    halves = _one_exchange(clients, RING3)
+    # Assert: only LoRA factors are trained, and each factor is the plain average of the neighbours' factors
+    names = clients[0]._active_names
+    assert names and all(".lora_A." in n or ".lora_B." in n for n in names)
+    assert set(x0) == set(names)
+    state = clients[0].trainable_state()
+    for name in names:
+        torch.testing.assert_close(state[name], sum(h[name] for h in halves) / 3)
+    assert clients[0].block_bytes(0) == sum(h.numel() for h in halves[0].values()) * 4
+
+
+def test_decaf_mixes_lora_products_and_refactorises_them():
+    _, clients = _clients("decaf")
+    halves = _one_exchange(clients, RING3)
+    state = clients[1].trainable_state()
+    for a in (n for n in clients[1]._active_names if ".lora_A." in n):
+        b = a.replace(".lora_A.", ".lora_B.")
+        best_b, best_a = refactorise(sum(h[b] @ h[a] for h in halves) / 3, rank=2)
+        torch.testing.assert_close(state[b] @ state[a], best_b @ best_a, rtol=1e-4, atol=1e-6)
+        assert state[a].shape[0] == 2, "the factors keep rank r"
+
+
+def test_dec_adapter_starts_as_the_pretrained_function_and_averages_every_adapter_tensor():
+    config, clients = _clients("dec_adapter")
+    plain = tiny_client(tiny_config())
+    batch = torch.tensor([[1, 2, 3, 4, 5]])
+    torch.testing.assert_close(clients[0].model(input_ids=batch).logits, plain.model(input_ids=batch).logits)
+    halves = _one_exchange(clients, RING3)
+    names = clients[2]._active_names
+    layers = config.model.tiny.num_layers
+    assert len(names) == layers * 4 and all(".adapter." in name for name in names)  # down/up weight + bias
+    state = clients[2].trainable_state()
+    for name in names:
+        torch.testing.assert_close(state[name], sum(h[name] for h in halves) / 3)
+
+
+@pytest.mark.parametrize("method", ["dadam", "dsgd"])
+def test_full_model_methods_train_every_covered_parameter_at_every_step(method):
+    _, clients = _clients(method, count=1)
+    client = clients[0]
+    client.begin_block(0)
+    everything = set(client.partition.blocks[0].parameter_names) | set(client.partition.blocks[1].parameter_names)
+    assert set(client._active_names) == everything
+    client.half_step(), client.mix([], 1.0)
+    moments = client._moments
+    client.begin_block(1)  # a block switch keeps the buffer and the optimizer state
+    assert client._moments is moments and moments.step == 1
+    assert client.block_bytes(0) == client.block_bytes(1) == client.partition.trainable_numel * 4
+
+
+def test_dsgd_keeps_no_optimizer_state_and_dadam_keeps_adams():
+    (_, [sgd]), (_, [adam]) = _clients("dsgd", count=1), _clients("dadam", count=1)
+    for client in (sgd, adam):
+        client.begin_block(0)
+    assert sgd.tensor_memory()["moments"] == 0
+    assert adam.tensor_memory()["moments"] == 2 * 4 * adam.partition.trainable_numel
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_every_method_takes_the_same_local_steps_and_lowers_nothing_to_nan(method):
+    config, clients = _clients(method)
+    history = run_reference(clients, build_topology("ring", 3), config.algorithm, seed=0)
+    deca_config = tiny_config()
+    assert len(history) == config.algorithm.rounds * 2 * deca_config.algorithm.inner_steps
+    assert all(torch.isfinite(torch.tensor(m.client_losses)).all() for m in history)
+
+
+def _bbc_config(method: str):
+    return config_from_dict({
+        "num_clients": 3, "model": {"name": "tiny-llama"}, "algorithm": {"type": method},
+        "data": {"max_train_examples": 30, "test_size": 6, "max_tokens": 48, "body_words": 10},
+        "topology": {"type": "complete"},
+    })
+
+
+def test_local_block_adam_gets_no_edges_and_centralized_adam_one_client_with_all_data(tokenizer):
+    local = prepare_inputs(_bbc_config("local_block_adam"))
+    central = prepare_inputs(_bbc_config("centralized_adam"))
+    assert local.topology.edges() == [] and torch.equal(local.topology.mixing_matrix(), torch.eye(3, dtype=torch.float64))
+    assert len(central.data.client_shards) == 1 and central.topology.num_clients == 1
+    assert sorted(central.data.client_shards[0], key=repr) == sorted(
+        (e for shard in local.data.client_shards for e in shard), key=repr
+    )
+
+
+def test_a_new_method_is_one_registered_class(monkeypatch):
+    # Prepare: a method that ignores its neighbours (a new exchange rule), registered by name only
+    monkeypatch.setattr("deca_ray.methods._REGISTRY", dict(_REGISTRY))
+
+    @register
+    class KeepOwn(Method):
+        name = "keep_own"
+        summary = "test: trains everything, ignores what it receives"
+
+        def combine(self, own, self_weight, neighbours, layout):
+            return own.clone()
+
+    # Execute: the ordinary config and client machinery pick it up by name
+    config, clients = _clients("keep_own")
+    run_reference(clients, build_topology("ring", 3), config.algorithm, seed=0)
+    # Assert: clients trained on different data and, ignoring each other, did not agree
+    states = [client.trainable_state() for client in clients]
+    assert any(not torch.equal(states[0][name], states[1][name]) for name in states[0])
+    assert "keep_own" in method_names()
+
+
+def test_cli_lists_every_method_with_its_summary(capsys):
+    from deca_ray.cli import main
+
+    assert main(["methods"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == method_names()
