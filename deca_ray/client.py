@@ -23,7 +23,7 @@ from deca_ray.data.types import EncodedExample, PreparedData
 from deca_ray.evaluate import evaluate
 from deca_ray.methods import get_method
 from deca_ray.methods.base import Method, layers_of
-from deca_ray.models import load_model, seeded_rng
+from deca_ray.models import clone_sharing_weights, load_model, seeded_rng
 from deca_ray.schedule import covered_blocks
 
 
@@ -65,6 +65,12 @@ def block_partition(model: torch.nn.Module, algorithm: AlgorithmConfig) -> Block
     )
 
 
+def shared_base_model(spec: ClientSpec) -> torch.nn.Module:
+    """The pretrained weights once, on this process's device, for clients built with ``shared_base``."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return load_model(spec.model, spec.vocab_size, seed=spec.seed).to(device).requires_grad_(False)
+
+
 def prepare_for_method(model: torch.nn.Module, algorithm: AlgorithmConfig, method: Method) -> None:
     """Add ``method``'s own modules (LoRA, adapters) to the layers DECA's schedule covers, in place."""
     base = block_partition(model, algorithm)
@@ -75,7 +81,11 @@ def prepare_for_method(model: torch.nn.Module, algorithm: AlgorithmConfig, metho
 class ClientWorker:
     """Owns x_i (the model), D_i (the shard) and the moments (m, v) of the tensors it trains."""
 
-    def __init__(self, spec: ClientSpec, shard: Sequence[EncodedExample]) -> None:
+    def __init__(
+        self, spec: ClientSpec, shard: Sequence[EncodedExample], shared_base: torch.nn.Module | None = None
+    ) -> None:
+        """``shared_base``: a model (from ``shared_base_model``) whose weights this client reads
+        instead of its own copy until it trains them (virtual clients in one process)."""
         self.spec = spec
         self.shard = list(shard)
         self.method: Method = get_method(spec.algorithm.type)
@@ -83,10 +93,12 @@ class ClientWorker:
         self.sampler = BatchSampler(len(self.shard), spec.batch_size, spec.seed, spec.client_index)
         # An actor sees only its own GPU (Ray sets CUDA_VISIBLE_DEVICES), so "cuda" is that one.
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = self._build_model()
+        self.model = self._build_model(shared_base)
         self.partition = block_partition(self.model, spec.algorithm)
         self.covered = covered_blocks(self.partition.num_blocks, spec.algorithm)
         self._parameters = dict(self.model.named_parameters())
+        # Names whose tensors still belong to shared_base: written only after being made private.
+        self._shared: set[str] = set(self._parameters) if shared_base is not None else set()
         self._persistent = spec.algorithm.moment_lifetime == "persistent" or not self.method.block_wise
         self._saved_moments: dict[int, BlockMoments] = {}
         self.active_block: int | None = None
@@ -98,9 +110,12 @@ class ClientWorker:
         self._moments: BlockMoments | None = None
         self._pending: tuple[torch.Tensor, HalfStep] | None = None  # (x_k before the step, half-step)
 
-    def _build_model(self) -> torch.nn.Module:
+    def _build_model(self, shared_base: torch.nn.Module | None = None) -> torch.nn.Module:
         """x0: the pretrained model plus the method's own modules, identical on every client."""
-        model = load_model(self.spec.model, self.spec.vocab_size, seed=self.spec.seed)
+        if shared_base is not None:
+            model = clone_sharing_weights(shared_base)
+        else:
+            model = load_model(self.spec.model, self.spec.vocab_size, seed=self.spec.seed)
         with seeded_rng(self.spec.seed):  # the same LoRA / adapter initialisation on every client
             prepare_for_method(model, self.spec.algorithm, self.method)
         model.to(self.device).requires_grad_(False)
@@ -127,7 +142,8 @@ class ClientWorker:
         self._active_names = names
         params = self._active_parameters()
         self._layout = [(name, parameter.shape) for name, parameter in zip(names, params, strict=True)]
-        self._flat = _flatten_into_views(params)
+        self._flat = _flatten_into_views(params)  # a new buffer: the block is now this client's own
+        self._shared.difference_update(names)
         # Mixed precision (BAdam-style): bf16 weights, an fp32 master copy of the active block only.
         self._master = self._flat if self._flat.dtype == torch.float32 else self._flat.float()
         for parameter in params:
@@ -162,20 +178,25 @@ class ClientWorker:
         return half.x_half, info
 
     def mix(self, neighbours: Sequence[tuple[torch.Tensor, float]], self_weight: float) -> dict[str, float]:
-        """Gossip mix (Eq. 7), the consensus signal h and BMA; x_k ← x_new."""
+        """Gossip mix (Eq. 7), the consensus signal h and BMA; x_k ← x_new.
+
+        Returns the seconds spent combining and on h + BMA + the write-back (the exchange profile).
+        """
         flat, moments = self._require_active()
         if self._pending is None:
             raise RuntimeError("mix() called before half_step() in this inner step")
         x_old, half = self._pending
+        started = time.perf_counter()
         received = [(block.to(self.device), weight) for block, weight in neighbours]
         x_new = self.method.combine(half.x_half, self_weight, received, self._layout)
+        combined = time.perf_counter()
         h = None if self.hp.variant == "without_bma" else discrepancy(x_old, x_new, self.hp)
         apply_bma(moments, half, h, self.hp)
         flat.copy_(x_new)
         if self._flat is not flat:
             self._flat.copy_(flat)  # round the fp32 master into the bf16 weights the model uses
         self._pending = None
-        return {}
+        return {"combine_s": combined - started, "moments_s": time.perf_counter() - combined}
 
     # ------------------------------------------------------------------ state
 
@@ -247,7 +268,12 @@ class ClientWorker:
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
             for name, value in state.items():
-                self._parameters[name].copy_(value)
+                parameter = self._parameters[name]
+                if name in self._shared:  # never write into weights other clients read
+                    parameter.data = value.to(parameter.device, parameter.dtype, copy=True)
+                    self._shared.discard(name)
+                else:
+                    parameter.copy_(value)
 
     def evaluate(
         self, data: PreparedData, config: EvaluationConfig, state: dict[str, torch.Tensor] | None = None

@@ -239,7 +239,10 @@ class RuntimeConfig(_Part):
     placement_timeout_s: float = Field(120.0, gt=0)
     step_timeout_s: float = Field(900.0, gt=0)
     torch_threads: int | None = Field(None, ge=1)
-    """torch threads per client; default: the client's CPU share rounded up."""
+    """torch threads per actor; default: the actor's CPU share rounded up."""
+    clients_per_actor: int = Field(1, ge=1)
+    """Virtual clients per actor: clients in one process share the frozen base weights in memory
+    (large simulations on few devices); each actor requests the CPUs / GPUs of all its clients."""
     object_store_memory_mb: int = Field(1024, ge=75)
     dashboard_host: str = "127.0.0.1"
     include_dashboard: bool = True
@@ -258,6 +261,13 @@ class RuntimeConfig(_Part):
     straggler_timeout_s: float = Field(60.0, gt=0)
     nan_policy: Literal["stop", "rollback"] = "stop"
     """Non-finite loss or block: stop with an error, or roll back to the last checkpoint and retry once."""
+
+    @model_validator(mode="after")
+    def _direct_transport_needs_one_client_per_actor(self) -> RuntimeConfig:
+        if self.exchange != "object_store" and self.clients_per_actor > 1:
+            raise ValueError(f"exchange {self.exchange} sends between actors; with clients_per_actor > 1 use "
+                             "exchange object_store")
+        return self
 
 class TrackingConfig(_Part):
     """MLflow: where runs, metrics and artifacts go."""

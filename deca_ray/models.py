@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import logging
 import os
@@ -65,6 +66,16 @@ def load_model(config: ModelConfig, vocab_size: int, seed: int = 0) -> PreTraine
     except (OSError, ValueError) as error:
         raise ModelError(_not_found_message("model", str(source), error)) from None
     return model
+
+
+def clone_sharing_weights(model: PreTrainedModel) -> PreTrainedModel:
+    """A copy of ``model`` whose parameters are new Parameter objects over the same tensors.
+
+    Each copy may rebind its own parameters (``parameter.data = ...``) without touching the
+    others; writing *into* a shared tensor would change every copy, so callers must not.
+    """
+    memo = {id(parameter): torch.nn.Parameter(parameter.data, requires_grad=False) for parameter in model.parameters()}
+    return copy.deepcopy(model, memo)
 
 
 def model_skeleton(config: ModelConfig, vocab_size: int) -> PreTrainedModel:

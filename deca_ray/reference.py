@@ -49,9 +49,10 @@ def inner_step(clients: Sequence[ClientWorker], topology: Topology, position: Po
         halves.append(x_half)
         infos.append(info)
     exchange_started = time.perf_counter()
+    mixed = []
     for index, client in enumerate(clients):
         neighbours = [(halves[j], weight) for j, weight in topology.in_neighbours(index, position.global_step)]
-        client.mix(neighbours, topology.self_weight(index, position.global_step))
+        mixed.append(client.mix(neighbours, topology.self_weight(index, position.global_step)))
     exchange_time = time.perf_counter() - exchange_started
     block_bytes = clients[0].block_bytes(position.block_index)
     return StepMetrics(
@@ -65,4 +66,5 @@ def inner_step(clients: Sequence[ClientWorker], topology: Topology, position: Po
         client_compute_s=[info["compute_s"] for info in infos],
         client_tokens=[info["tokens"] for info in infos],
         client_tensor_bytes=[info["tensor_bytes"] for info in infos],
+        client_mix_compute_s=[sum(timings.values()) for timings in mixed],
     )

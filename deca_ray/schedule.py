@@ -58,6 +58,8 @@ class StepMetrics:
     client_compute_s: list[float] = field(default_factory=list)
     """Each client's own half-step time (forward, backward, Adam)."""
     client_tokens: list[float] = field(default_factory=list)
+    client_mix_compute_s: list[float] = field(default_factory=list)
+    """Each client's own arithmetic in the exchange phase (combine, h, BMA, write-back)."""
     client_tensor_bytes: list[float] = field(default_factory=list)
     """Each client's weights + grads + fp32 master + moments during the half-step (its peak)."""
     late_clients: list[int] = field(default_factory=list)

@@ -180,6 +180,7 @@ def exchange_section(
 ) -> dict:
     ray_s = median([m.exchange_time_s for m in remote])
     floor_s = min(floors_s.values())
+    arithmetic_s = median([max(m.client_mix_compute_s) for m in remote])
     return ratio_entry(
         "exchange + mixing ÷ in-memory floor, per inner step", ray_s / floor_s, EXCHANGE_TARGET, "<=",
         ray_exchange_s=ray_s, floor_s=floor_s, floor_by_threads_s=floors_s,
@@ -187,6 +188,13 @@ def exchange_section(
         floor_definition="every client's own·w + Σ neighbour·w on fp32 blocks of the same size, one process",
         block_numel=block_numel, block_bytes=block_numel * 4,
         degrees=[len(plan.neighbours) for plan in plans], samples=len(remote),
+        profile={
+            "slowest_client_arithmetic_s": arithmetic_s,
+            "ray_transport_and_scheduling_s": ray_s - arithmetic_s,
+            "arithmetic_share": arithmetic_s / ray_s,
+            "definition": "per step: the slowest client's own combine + h + BMA + write-back time inside mix(); "
+                          "the rest of the driver-observed phase is Ray (argument fetch, scheduling, replies)",
+        },
     )
 
 

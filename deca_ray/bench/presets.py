@@ -40,6 +40,8 @@ class SystemPreset:
     # ---- traffic and scale (sections c, e): tiny LLaMA, ring, one full round
     sweep_clients: tuple[int, ...] = (2, 4, 8, 16, 32, 64)
     sweep_inner_steps: int = 3
+    sweep_max_actors: int = 8
+    """More clients than this share actors (virtual clients, ``runtime.clients_per_actor``)."""
     sweep_budget_s: float = 1200.0
     """Wall-clock budget of the whole sweep; points predicted to overrun it are skipped (recorded)."""
     sweep_model: dict[str, Any] = field(default_factory=lambda: dict(SWEEP_TINY))
@@ -76,6 +78,7 @@ QUICK = SystemPreset(
     memory_model={"name": "tiny-llama", "tiny": {"num_layers": 4, "hidden_size": 64, "num_heads": 4,
                                                  "num_kv_heads": 2, "intermediate_size": 128}},
     sweep_clients=(2, 4),
+    sweep_max_actors=2,  # the 4-client point runs two virtual clients per actor
     sweep_inner_steps=2,
     sweep_budget_s=120.0,
 )

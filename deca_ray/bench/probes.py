@@ -35,11 +35,13 @@ class CountingRayGroup(RayClientGroup):
         self.received_bytes += len(pickle.dumps(results))
         return results
 
-    def mix(self, plans: Sequence[MixPlan], handles: Mapping[int, BlockHandle], wait_for: Collection[int]) -> None:
+    def mix(
+        self, plans: Sequence[MixPlan], handles: Mapping[int, BlockHandle], wait_for: Collection[int]
+    ) -> dict[int, dict[str, float]]:
         weights = [(plan.client, plan.self_weight, [w for _, w in plan.neighbours]) for plan in plans]
         refs = sum(len(handles[j].binary()) for plan in plans for j, _ in plan.neighbours)
         self.sent_bytes += len(pickle.dumps(weights)) + refs
-        super().mix(plans, handles, wait_for)
+        return super().mix(plans, handles, wait_for)
 
 
 class CountingTopology:

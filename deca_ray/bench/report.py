@@ -92,6 +92,13 @@ def _details(sections: dict[str, Any]) -> list[str]:
         lines.append(f"- Exchange: Ray {_seconds(entry['ray_exchange_s'])} vs floor {_seconds(entry['floor_s'])} "
                      f"(blocks of {_bytes(entry['block_bytes'])}; reference loop's exchange "
                      f"{_seconds(entry['reference_exchange_s'])}).")
+        if "profile" in entry:  # results written before the exchange profile existed have none
+            profile = entry["profile"]
+            lines.append(f"- Exchange profile: the slowest client's own arithmetic (combine, h, BMA, write-back) "
+                         f"{_seconds(profile['slowest_client_arithmetic_s'])} "
+                         f"({profile['arithmetic_share']:.0%} of the phase); Ray's argument fetch, scheduling and "
+                         f"replies {_seconds(profile['ray_transport_and_scheduling_s'])}. The floor counts only the "
+                         "weighted sums, so DECA's h and BMA passes are part of what the ratio charges to the exchange.")
     if "traffic" in sections:
         entry = sections["traffic"]
         lines.append(f"- Traffic: expected {entry['expected_fraction']} (B = {entry['num_blocks']}), "
@@ -114,10 +121,12 @@ def _memory_lines(entry: dict[str, Any]) -> list[str]:
 
 def _scale_lines(entry: dict[str, Any], bytes_entry: dict[str, Any] | None) -> list[str]:
     lines = ["", "Scale sweep (tiny LLaMA, ring, one round; medians per inner step):", "",
-             "| clients | driver CPU | step | step − slowest client | driver received | driver sent | actor start-up |",
-             "|---|---|---|---|---|---|---|"]
+             "| clients | actors | driver CPU | step | step − slowest client | driver received | driver sent "
+             "| actor start-up |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in entry["table"]:
-        lines.append(f"| {row['num_clients']} | {_seconds(row['driver_cpu_s_per_step'])} | {_seconds(row['step_time_s'])} "
+        actors = row.get("actors", row["num_clients"])  # results before virtual clients: one client per actor
+        lines.append(f"| {row['num_clients']} | {actors} | {_seconds(row['driver_cpu_s_per_step'])} | {_seconds(row['step_time_s'])} "
                      f"| {_seconds(row['step_minus_slowest_compute_s'])} | {_bytes(row['driver_received_bytes_per_step'])} "
                      f"| {_bytes(row['driver_sent_bytes_per_step'])} | {_seconds(row['actor_startup_s'])} |")
     if entry.get("stopped"):

@@ -1,7 +1,9 @@
 """Section e: the scale sweep — driver time and driver bytes per inner step as clients grow.
 
 Tiny LLaMA clients on a ring, one full round each, one thread per actor and fractional CPU
-requests so many actors share few cores. The driver's own work per step is its process
+requests so many actors share few cores. Beyond ``sweep_max_actors`` clients, actors host
+several virtual clients each (``runtime.clients_per_actor``), sharing the frozen weights: a
+Ray worker process costs ~0.5 GB here, so 64 one-client actors would not fit in memory. The driver's own work per step is its process
 CPU time between steps (Ray's client threads included; time blocked waiting is not). Its
 bytes are the pickled size of everything it ``ray.get``s (metric dicts, floats, mixing plans) plus the
 arguments it sends to ``mix`` (weights and ObjectRef ids): blocks never pass through it,
@@ -47,8 +49,13 @@ def sweep_config(num_clients: int, tiny: dict[str, Any], preset: SystemPreset, c
         "topology": {"type": "ring"},
         "algorithm": {"rounds": 1, "inner_steps": preset.sweep_inner_steps, "lr": 1e-3,
                       "blocks": {"layers_per_block": 2, "order": "ascending"}},
-        "runtime": {"cpus_per_client": cpus_per_client, "torch_threads": 1, "include_dashboard": False},
+        "runtime": {"cpus_per_client": cpus_per_client, "torch_threads": 1, "include_dashboard": False,
+                    "clients_per_actor": clients_per_actor(num_clients, preset)},
     })
+
+
+def clients_per_actor(num_clients: int, preset: SystemPreset) -> int:
+    return math.ceil(num_clients / preset.sweep_max_actors)
 
 
 def measure_point(num_clients: int, tiny: dict[str, Any], preset: SystemPreset, cpus_per_client: float) -> dict:
@@ -78,6 +85,7 @@ def _summarise_point(num_clients: int, tiny: dict[str, Any], startup_s: float, h
     steps = steady_steps(history)
     return {
         "num_clients": num_clients,
+        "actors": len(actor_rss),
         "hidden_size": tiny["hidden_size"],
         "block_bytes": block_bytes,
         "actor_startup_s": startup_s,
@@ -99,7 +107,7 @@ def run_scale_sweep(preset: SystemPreset, cluster_cpus: float) -> dict:
     points: list[dict] = []
     stopped = None
     for num_clients in preset.sweep_clients:
-        reason = _cannot_fit(num_clients, points, preset.sweep_budget_s - (time.perf_counter() - started))
+        reason = _cannot_fit(num_clients, points, preset, preset.sweep_budget_s - (time.perf_counter() - started))
         if reason:
             stopped = {"at_clients": num_clients, "reason": reason}
             logger.warning("scale sweep stops before %d clients: %s", num_clients, reason)
@@ -151,16 +159,17 @@ def _table_row(point: dict) -> dict:
     return {key: value for key, value in point.items() if key != "history"}
 
 
-def _cannot_fit(num_clients: int, points: list[dict], budget_left_s: float) -> str | None:
+def _cannot_fit(num_clients: int, points: list[dict], preset: SystemPreset, budget_left_s: float) -> str | None:
     """Why a sweep point would not fit (memory or time, extrapolated linearly from the last), or None."""
     if not points:
         return None
     last = points[-1]
     scale = num_clients / last["num_clients"]
-    need = last["actor_rss_bytes_median"] * num_clients
+    actors = math.ceil(num_clients / clients_per_actor(num_clients, preset))
+    need = last["actor_rss_bytes_median"] * actors  # tiny models: a process costs about the same hosting more
     free = psutil.virtual_memory().available
     if need > MEMORY_HEADROOM * free:
-        return f"{num_clients} actors need ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
+        return f"{num_clients} clients on {actors} actors need ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
     predicted = (last["actor_startup_s"] + last["steps"] * last["step_time_s"]) * scale
     if predicted > budget_left_s:
         return f"predicted {predicted:.0f} s (start-up + one round), {budget_left_s:.0f} s of the sweep budget left"
@@ -174,7 +183,7 @@ def _cpus_per_client(cluster_cpus: float, max_clients: int) -> float:
 
 def _actor_rss_bytes(group: RayClientGroup) -> list[int]:
     rss = []
-    for pid in group.pids().values():
+    for pid in set(group.pids().values()):  # co-hosted clients share a process
         try:
             rss.append(psutil.Process(pid).memory_info().rss)
         except psutil.Error:

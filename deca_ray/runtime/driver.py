@@ -116,7 +116,7 @@ class Driver:
         if half.late:
             plans = [plan.without(half.late) for plan in plans]
         exchange_started = time.perf_counter()
-        self.group.mix(plans, half.handles, wait_for=set(half.infos))
+        mixed = self.group.mix(plans, half.handles, wait_for=set(half.infos))
         exchange_time = time.perf_counter() - exchange_started
         measure = not half.late and self.consensus_every_steps and position.global_step % self.consensus_every_steps == 0
         clients = sorted(half.infos)
@@ -132,6 +132,7 @@ class Driver:
             client_compute_s=[half.infos[i]["compute_s"] for i in clients],
             client_tokens=[half.infos[i]["tokens"] for i in clients],
             client_tensor_bytes=[half.infos[i].get("tensor_bytes", 0.0) for i in clients],
+            client_mix_compute_s=[sum(mixed[i].values()) if mixed and i in mixed else 0.0 for i in clients],
             late_clients=sorted(half.late),
         )
 

@@ -58,7 +58,11 @@ class ClientGroup(Protocol):
 
     def half_step(self, straggler_timeout_s: float | None = None) -> HalfStepResult: ...
 
-    def mix(self, plans: Sequence[MixPlan], handles: Mapping[int, BlockHandle], wait_for: Collection[int]) -> None: ...
+    def mix(
+        self, plans: Sequence[MixPlan], handles: Mapping[int, BlockHandle], wait_for: Collection[int]
+    ) -> dict[int, dict[str, float]]:
+        """Mix every planned client; returns the timings of those in ``wait_for``."""
+        ...
 
     def consensus_distance(self) -> float: ...
 
@@ -98,9 +102,13 @@ class LocalClientGroup:
         results = {index: client.half_step() for index, client in self.clients.items()}
         return HalfStepResult({i: block for i, (block, _) in results.items()}, {i: info for i, (_, info) in results.items()})
 
-    def mix(self, plans: Sequence[MixPlan], handles: Mapping[int, BlockHandle], wait_for: Collection[int]) -> None:
-        for plan in plans:
-            self.clients[plan.client].mix([(handles[j], w) for j, w in plan.neighbours], plan.self_weight)
+    def mix(
+        self, plans: Sequence[MixPlan], handles: Mapping[int, BlockHandle], wait_for: Collection[int]
+    ) -> dict[int, dict[str, float]]:
+        return {
+            plan.client: self.clients[plan.client].mix([(handles[j], w) for j, w in plan.neighbours], plan.self_weight)
+            for plan in plans
+        }
 
     def consensus_distance(self) -> float:
         return consensus_distance(torch.stack([client.active_block_tensor() for client in self.clients.values()]))

@@ -1,4 +1,8 @@
-"""RayClientGroup: one ClientWorker actor per client, placed by a placement group.
+"""RayClientGroup: ClientWorker actors placed by a placement group, one client per actor by default.
+
+With ``runtime.clients_per_actor`` > 1 an actor hosts several "virtual" clients that share the
+frozen base weights in memory (large simulations on few devices); everything else is unchanged,
+since the group addresses clients, not actors.
 
 Blocks leave ``half_step`` as numpy arrays: Ray stores them in the object store once and
 neighbours read them zero-copy and read-only (RAY-NOTES.md); the driver passes the
@@ -27,7 +31,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from deca_ray.algorithm.mixing import average_states, consensus_distance
 from deca_ray.checkpoint import read_client_file, write_client_file
-from deca_ray.client import ClientSpec, ClientWorker
+from deca_ray.client import ClientSpec, ClientWorker, shared_base_model
 from deca_ray.config import EvaluationConfig, RuntimeConfig
 from deca_ray.data.types import EncodedExample, PreparedData
 from deca_ray.errors import DecaError, RuntimeSetupError
@@ -38,93 +42,98 @@ logger = logging.getLogger(__name__)
 
 
 class ClientActor:
-    """The Ray-facing shell of a ClientWorker: tensors in and out as numpy arrays."""
+    """The Ray-facing shell of the ClientWorkers it hosts: tensors in and out as numpy arrays."""
 
-    def __init__(self, spec: ClientSpec, torch_threads: int) -> None:
+    def __init__(self, specs: Sequence[ClientSpec], torch_threads: int) -> None:
         torch.set_num_threads(torch_threads)
-        self.spec = spec
-        self.worker: ClientWorker | None = None
+        self.specs = list(specs)
+        self.workers: dict[int, ClientWorker] = {}
         self._delay_s = 0.0
-        self._info: dict[str, float] = {}
+        self._info: dict[int, dict[str, float]] = {}
 
-    def setup(self, shard: Sequence[EncodedExample]) -> int:
-        """Load the model and take the data shard (again after a restart: Ray re-runs only __init__).
+    def setup(self, *shards: Sequence[EncodedExample]) -> int:
+        """Load the model(s) and take the data shards, in spec order (again after a restart: Ray
+        re-runs only __init__).
 
-        The shard comes here rather than to __init__ so that restartable actors keep no large
+        Shards come here rather than to __init__ so that restartable actors keep no large
         constructor arguments in the object store (Ray warns they may be lost).
         """
-        self.worker = ClientWorker(self.spec, shard)
-        return self.worker.partition.num_blocks
+        shared = shared_base_model(self.specs[0]) if len(self.specs) > 1 else None
+        self.workers = {
+            spec.client_index: ClientWorker(spec, shard, shared_base=shared)
+            for spec, shard in zip(self.specs, shards, strict=True)
+        }
+        return next(iter(self.workers.values())).partition.num_blocks
 
-    def pid(self) -> int:
+    def pid(self, client: int) -> int:
         return os.getpid()
 
     def inject_delay(self, seconds: float) -> None:
         """Fault injection for straggler tests: sleep this long in every half-step."""
         self._delay_s = seconds
 
-    def begin_block(self, block_index: int) -> None:
-        self.worker.begin_block(block_index)
+    def begin_block(self, client: int, block_index: int) -> None:
+        self.workers[client].begin_block(block_index)
 
-    def half_step(self) -> tuple[np.ndarray, dict[str, float]]:
+    def half_step(self, client: int) -> tuple[np.ndarray, dict[str, float]]:
         """Object-store exchange: x½ as a numpy array (stored once, read zero-copy by neighbours)."""
-        x_half, info = self._half_step()
+        x_half, info = self._half_step(client)
         return x_half.cpu().numpy(), info  # never mutated after this: the object store may hold a view
 
     @ray.method(tensor_transport="gloo")
-    def half_step_gloo(self) -> torch.Tensor:
+    def half_step_gloo(self, client: int) -> torch.Tensor:
         """Ray Direct Transport over gloo (CPU tensors); metrics via ``last_info``."""
-        x_half, self._info = self._half_step()
+        x_half, self._info[client] = self._half_step(client)
         return x_half.cpu()
 
     @ray.method(tensor_transport="nccl")
-    def half_step_nccl(self) -> torch.Tensor:
+    def half_step_nccl(self, client: int) -> torch.Tensor:
         """Ray Direct Transport over NCCL: x½ stays on this actor's GPU until a neighbour pulls it."""
-        x_half, self._info = self._half_step()
+        x_half, self._info[client] = self._half_step(client)
         return x_half
 
-    def last_info(self) -> dict[str, float]:
-        return self._info
+    def last_info(self, client: int) -> dict[str, float]:
+        return self._info[client]
 
-    def _half_step(self) -> tuple[torch.Tensor, dict[str, float]]:
+    def _half_step(self, client: int) -> tuple[torch.Tensor, dict[str, float]]:
         if self._delay_s:
             time.sleep(self._delay_s)
-        return self.worker.half_step()
+        return self.workers[client].half_step()
 
     def mix(
-        self, self_weight: float, weights: Sequence[float], *neighbour_blocks: np.ndarray | torch.Tensor
+        self, client: int, self_weight: float, weights: Sequence[float], *neighbour_blocks: np.ndarray | torch.Tensor
     ) -> dict[str, float]:
         # RDT hands over tensors (never mutated here); the object store hands over read-only arrays.
         blocks = [b if isinstance(b, torch.Tensor) else _read_only_tensor(b) for b in neighbour_blocks]
-        return self.worker.mix(list(zip(blocks, weights, strict=True)), self_weight)
+        return self.workers[client].mix(list(zip(blocks, weights, strict=True)), self_weight)
 
-    def active_block(self) -> np.ndarray:
-        return self.worker.active_block_tensor().cpu().numpy()
+    def active_block(self, client: int) -> np.ndarray:
+        return self.workers[client].active_block_tensor().cpu().numpy()
 
-    def block_bytes(self, block_index: int) -> int:
-        return self.worker.block_bytes(block_index)
+    def block_bytes(self, client: int, block_index: int) -> int:
+        return self.workers[client].block_bytes(block_index)
 
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        return self.worker.trainable_state()
+    def trainable_state(self, client: int) -> dict[str, torch.Tensor]:
+        return self.workers[client].trainable_state()
 
-    def trained_state(self) -> dict[str, torch.Tensor]:
-        return self.worker.trained_state()
+    def trained_state(self, client: int) -> dict[str, torch.Tensor]:
+        return self.workers[client].trained_state()
 
-    def save_checkpoint(self, staging: str) -> dict:
-        tensors, meta = self.worker.checkpoint_state()
-        write_client_file(Path(staging), self.worker.spec.client_index, tensors)
+    def save_checkpoint(self, client: int, staging: str) -> dict:
+        tensors, meta = self.workers[client].checkpoint_state()
+        write_client_file(Path(staging), client, tensors)
         return meta
 
-    def restore_checkpoint(self, checkpoint: str, meta: dict) -> None:
-        self.worker.restore_state(read_client_file(Path(checkpoint), self.worker.spec.client_index), meta)
+    def restore_checkpoint(self, client: int, checkpoint: str, meta: dict) -> None:
+        self.workers[client].restore_state(read_client_file(Path(checkpoint), client), meta)
 
-    def evaluate(self, data: PreparedData, config: EvaluationConfig) -> dict[str, float]:
-        return self.worker.evaluate(data, config)
+    def evaluate(self, client: int, data: PreparedData, config: EvaluationConfig) -> dict[str, float]:
+        return self.workers[client].evaluate(data, config)
 
     def evaluate_average(
-        self, data: PreparedData, config: EvaluationConfig, *states: dict[str, torch.Tensor]
+        self, client: int, data: PreparedData, config: EvaluationConfig, *states: dict[str, torch.Tensor]
     ) -> dict[str, float]:
-        return self.worker.evaluate(data, config, state=average_states(states))
+        return self.workers[client].evaluate(data, config, state=average_states(states))
 
 
 def _read_only_tensor(block: np.ndarray) -> torch.Tensor:
@@ -172,23 +181,16 @@ class RayClientGroup:
     ) -> None:
         self.runtime = runtime
         self._timeout = runtime.step_timeout_s
-        self._placement = self._reserve(len(specs))
-        threads = runtime.torch_threads or max(1, math.ceil(runtime.cpus_per_client))
-        actor_class = ray.remote(ClientActor)
+        per_actor = runtime.clients_per_actor
+        hosted = [list(specs[start : start + per_actor]) for start in range(0, len(specs), per_actor)]
+        self._placement = self._reserve([len(group) for group in hosted])
         self._shards = {spec.client_index: ray.put(list(shard)) for spec, shard in zip(specs, shards, strict=True)}
-        self.actors = {
-            spec.client_index: actor_class.options(
-                num_cpus=runtime.cpus_per_client,
-                num_gpus=runtime.gpus_per_client,
-                max_restarts=runtime.max_restarts if runtime.failure_policy == "restart" else 0,
-                max_task_retries=0,  # a failed call surfaces at once; the driver decides what to redo
-                scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    placement_group=self._placement, placement_group_bundle_index=bundle
-                ),
-            ).remote(spec, threads)
-            for bundle, spec in enumerate(specs)
-        }
-        setups = {i: actor.setup.remote(self._shards[i]) for i, actor in self.actors.items()}
+        self._hosts: list[tuple[Any, list[int]]] = [
+            (self._spawn(group, bundle), [spec.client_index for spec in group]) for bundle, group in enumerate(hosted)
+        ]
+        self.actors = {client: actor for actor, clients in self._hosts for client in clients}
+        """Each client's actor (co-hosted clients share one)."""
+        setups = {clients[0]: self._setup(actor, clients) for actor, clients in self._hosts}
         self.num_blocks = next(iter(self._gather(setups, "start the clients").values()))
         self._transport_group: Any = None
         self._connect_transport()
@@ -197,6 +199,22 @@ class RayClientGroup:
         self._unsettled: dict[int, ray.ObjectRef] = {}  # late clients' calls not yet awaited
         self._monitor = ray.remote(ConsensusMonitor).options(num_cpus=0).remote()
         self._get_one(self._monitor.__ray_ready__.remote(), "start the consensus monitor")
+
+    def _spawn(self, specs: Sequence[ClientSpec], bundle: int) -> Any:
+        runtime = self.runtime
+        threads = runtime.torch_threads or max(1, math.ceil(runtime.cpus_per_client * len(specs)))
+        return ray.remote(ClientActor).options(
+            num_cpus=runtime.cpus_per_client * len(specs),
+            num_gpus=runtime.gpus_per_client * len(specs),
+            max_restarts=runtime.max_restarts if runtime.failure_policy == "restart" else 0,
+            max_task_retries=0,  # a failed call surfaces at once; the driver decides what to redo
+            scheduling_strategy=PlacementGroupSchedulingStrategy(
+                placement_group=self._placement, placement_group_bundle_index=bundle
+            ),
+        ).remote(specs, threads)
+
+    def _setup(self, actor: Any, clients: Sequence[int]) -> ray.ObjectRef:
+        return actor.setup.remote(*[self._shards[client] for client in clients])
 
     @property
     def client_ids(self) -> list[int]:
@@ -222,11 +240,11 @@ class RayClientGroup:
     def _submit_half_steps(self) -> tuple[dict[int, ray.ObjectRef], dict[int, ray.ObjectRef]]:
         """(block refs, metric refs) per client, through the configured exchange."""
         if self.runtime.exchange == "object_store":
-            pairs = {i: actor.half_step.options(num_returns=2).remote() for i, actor in self.actors.items()}
+            pairs = {i: actor.half_step.options(num_returns=2).remote(i) for i, actor in self.actors.items()}
             return {i: block for i, (block, _) in pairs.items()}, {i: info for i, (_, info) in pairs.items()}
         method = "half_step_gloo" if self.runtime.exchange == "rdt_gloo" else "half_step_nccl"
-        blocks = {i: getattr(actor, method).remote() for i, actor in self.actors.items()}
-        return blocks, {i: actor.last_info.remote() for i, actor in self.actors.items()}
+        blocks = {i: getattr(actor, method).remote(i) for i, actor in self.actors.items()}
+        return blocks, {i: actor.last_info.remote(i) for i, actor in self.actors.items()}
 
     def _connect_transport(self) -> None:
         """(Re)build the collective group RDT needs, over the live actors."""
@@ -237,27 +255,29 @@ class RayClientGroup:
         if self._transport_group is not None:
             destroy_collective_group(self._transport_group)
         backend = "torch_gloo" if self.runtime.exchange == "rdt_gloo" else "nccl"
-        self._transport_group = create_collective_group(list(self.actors.values()), backend=backend)
+        self._transport_group = create_collective_group([actor for actor, _ in self._hosts], backend=backend)
 
-    def mix(self, plans: Sequence[MixPlan], handles: Mapping[int, BlockHandle], wait_for: Collection[int]) -> None:
+    def mix(
+        self, plans: Sequence[MixPlan], handles: Mapping[int, BlockHandle], wait_for: Collection[int]
+    ) -> dict[int, dict[str, float]]:
         calls = {
             plan.client: self.actors[plan.client].mix.remote(
-                plan.self_weight, [w for _, w in plan.neighbours], *[handles[j] for j, _ in plan.neighbours]
+                plan.client, plan.self_weight, [w for _, w in plan.neighbours], *[handles[j] for j, _ in plan.neighbours]
             )
             for plan in plans
         }
         self._unsettled.update({i: ref for i, ref in calls.items() if i not in wait_for})
-        self._gather({i: ref for i, ref in calls.items() if i in wait_for}, "exchange and mix blocks")
+        return self._gather({i: ref for i, ref in calls.items() if i in wait_for}, "exchange and mix blocks")
 
     def consensus_distance(self) -> float:
         self._settle()
-        blocks = [actor.active_block.remote() for actor in self.actors.values()]
+        blocks = [actor.active_block.remote(i) for i, actor in self.actors.items()]
         return self._get_one(self._monitor.consensus_distance.remote(*blocks), "measure consensus")
 
     def block_bytes(self, block_index: int) -> int:
         if block_index not in self._block_bytes:
-            first = next(iter(self.actors.values()))
-            self._block_bytes[block_index] = self._get_one(first.block_bytes.remote(block_index), "size a block")
+            client, actor = next(iter(self.actors.items()))
+            self._block_bytes[block_index] = self._get_one(actor.block_bytes.remote(client, block_index), "size a block")
         return self._block_bytes[block_index]
 
     # ------------------------------------------------------------------ evaluation, checkpoints, failures
@@ -265,9 +285,9 @@ class RayClientGroup:
     def evaluate_average(self, data: PreparedData, config: EvaluationConfig) -> dict[str, float]:
         self._settle()
         # Only trained blocks differ between clients; the rest of x̄ is x0, already in every actor.
-        states = [actor.trained_state.remote() for actor in self.actors.values()]
-        first = next(iter(self.actors.values()))
-        return self._get_one(first.evaluate_average.remote(self._data(data), config, *states), "evaluate x̄")
+        states = [actor.trained_state.remote(i) for i, actor in self.actors.items()]
+        client, actor = next(iter(self.actors.items()))
+        return self._get_one(actor.evaluate_average.remote(client, self._data(data), config, *states), "evaluate x̄")
 
     def evaluate_clients(self, data: PreparedData, config: EvaluationConfig) -> dict[int, dict[str, float]]:
         self._settle()
@@ -282,21 +302,23 @@ class RayClientGroup:
         return self._gather(self._call("save_checkpoint", str(staging)), "write a checkpoint")
 
     def restore_checkpoint(self, checkpoint: Path, client_meta: Mapping[int, dict]) -> None:
-        calls = {i: actor.restore_checkpoint.remote(str(checkpoint), client_meta[i]) for i, actor in self.actors.items()}
+        calls = {i: actor.restore_checkpoint.remote(i, str(checkpoint), client_meta[i]) for i, actor in self.actors.items()}
         self._gather(calls, "restore a checkpoint")
 
     def recover(self, clients: Collection[int]) -> None:
         """Wait until Ray has restarted ``clients``, and set them up again (the driver restores them)."""
         self._unsettled.clear()
-        for index in clients:
-            self._set_up_after_restart(index)
+        for actor, hosted in self._hosts:
+            if set(hosted) & set(clients):
+                self._set_up_after_restart(actor, hosted)
         self._connect_transport()
 
-    def _set_up_after_restart(self, index: int) -> None:
+    def _set_up_after_restart(self, actor: Any, clients: list[int]) -> None:
+        index = clients[0]
         deadline = time.monotonic() + self._timeout
         while True:
             try:
-                ray.get(self.actors[index].setup.remote(self._shards[index]), timeout=self._timeout)
+                ray.get(self._setup(actor, clients), timeout=self._timeout)
                 return
             except ActorUnavailableError:  # still restarting: calls fail fast until it is back
                 if time.monotonic() > deadline:
@@ -309,16 +331,24 @@ class RayClientGroup:
                 ) from None
 
     def drop(self, clients: Collection[int]) -> None:
+        """Remove ``clients``; an actor goes when none of its clients is left (they fail together)."""
         self._unsettled.clear()
         for index in clients:
-            ray.kill(self.actors.pop(index), no_restart=True)
+            self.actors.pop(index)
+        alive = []
+        for actor, hosted in self._hosts:
+            if any(client in self.actors for client in hosted):
+                alive.append((actor, hosted))
+            else:
+                ray.kill(actor, no_restart=True)
+        self._hosts = alive
         self._connect_transport()
 
     def pids(self) -> dict[int, int]:
         return self._gather(self._call("pid"), "report process ids")
 
     def shutdown(self) -> None:
-        for actor in [*self.actors.values(), self._monitor]:
+        for actor in [*(actor for actor, _ in self._hosts), self._monitor]:
             ray.kill(actor, no_restart=True)
         remove_placement_group(self._placement)
         self.actors = {}
@@ -326,7 +356,7 @@ class RayClientGroup:
     # ------------------------------------------------------------------ helpers
 
     def _call(self, method: str, *args: Any) -> dict[int, ray.ObjectRef]:
-        return {index: getattr(actor, method).remote(*args) for index, actor in self.actors.items()}
+        return {index: getattr(actor, method).remote(index, *args) for index, actor in self.actors.items()}
 
     def _settle(self) -> None:
         """Wait for calls left running by the straggler policy before the clients are used again."""
@@ -366,11 +396,14 @@ class RayClientGroup:
             self._data_ref = ray.put(evaluation_only)
         return self._data_ref
 
-    def _reserve(self, num_clients: int):
+    def _reserve(self, clients_per_bundle: Sequence[int]):
+        """One bundle per actor, sized for the clients it hosts."""
+        num_clients = sum(clients_per_bundle)
         bundle = {"CPU": self.runtime.cpus_per_client}
         if self.runtime.gpus_per_client:
             bundle["GPU"] = self.runtime.gpus_per_client
-        group = placement_group([dict(bundle)] * num_clients, strategy=self.runtime.placement_strategy)
+        bundles = [{name: amount * size for name, amount in bundle.items()} for size in clients_per_bundle]
+        group = placement_group(bundles, strategy=self.runtime.placement_strategy)
         ready, _ = ray.wait([group.ready()], timeout=self.runtime.placement_timeout_s)
         if not ready:
             remove_placement_group(group)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -22,11 +24,15 @@ def _ray_group(config, shards):
     return RayClientGroup(specs, shards, config.runtime)
 
 
-@pytest.mark.parametrize(("exchange", "method"), [("object_store", "deca"), ("rdt_gloo", "deca"), ("object_store", "decaf")])
-def test_ray_runtime_equals_reference_loop(ray_cluster, exchange, method):
+@pytest.mark.parametrize(("exchange", "method", "clients_per_actor"), [
+    ("object_store", "deca", 1), ("rdt_gloo", "deca", 1), ("object_store", "decaf", 1),
+    ("object_store", "deca", 2),  # virtual clients: actors host clients [0, 1] and [2]
+])
+def test_ray_runtime_equals_reference_loop(ray_cluster, exchange, method, clients_per_actor):
     # Prepare: 3 clients, 2 blocks, 3 inner steps, ring; identical shards for both runs.
-    config = tiny_config(num_clients=3, runtime={"cpus_per_client": 0.5, "torch_threads": 1, "exchange": exchange},
-                         algorithm={"type": method, "lora": {"rank": 2}})
+    config = tiny_config(num_clients=3, algorithm={"type": method, "lora": {"rank": 2}},
+                         runtime={"cpus_per_client": 0.5, "torch_threads": 1, "exchange": exchange,
+                                  "clients_per_actor": clients_per_actor})
     shards = [synthetic_examples(16, seed=i) for i in range(3)]
     topology = build_topology("ring", 3)
     reference = [tiny_client(config, i, shards[i]) for i in range(3)]
@@ -36,6 +42,7 @@ def test_ray_runtime_equals_reference_loop(ray_cluster, exchange, method):
         # Execute
         history = driver.run()
         states = group.trainable_states()
+        pids = group.pids()
     finally:
         group.shutdown()
     run_reference(reference, topology, config.algorithm, seed=0)
@@ -49,6 +56,7 @@ def test_ray_runtime_equals_reference_loop(ray_cluster, exchange, method):
     for metrics in history:
         assert metrics.bytes_sent == [block_bytes[metrics.position.block_index] * 2] * 3
     assert [m.position.block_index for m in history] == [0, 0, 0, 1, 1, 1]
+    assert len(set(pids.values())) == math.ceil(3 / clients_per_actor)
 
 
 def test_unplaceable_request_fails_fast_with_a_clear_message(ray_cluster):
