@@ -108,7 +108,7 @@ class ClientWorker:
         self._flat: torch.Tensor | None = None  # the trained parameters, flat, in the model's dtype
         self._master: torch.Tensor | None = None  # x_k in fp32: the same tensor as _flat for fp32 models
         self._moments: BlockMoments | None = None
-        self._pending: tuple[torch.Tensor, HalfStep] | None = None  # (x_k before the step, half-step)
+        self._pending: HalfStep | None = None  # this inner step's half-step, between half_step() and mix()
 
     def _build_model(self, shared_base: torch.nn.Module | None = None) -> torch.nn.Module:
         """x0: the pretrained model plus the method's own modules, identical on every client."""
@@ -165,9 +165,8 @@ class ClientWorker:
         loss = self.model(**batch).loss
         loss.backward()
         grad = torch.cat([parameter.grad.reshape(-1) for parameter in params]).float()  # (block_numel,) fp32
-        x_old = flat.clone()
-        half = self.method.local_step(flat, grad, moments, self.hp)
-        self._pending = (x_old, half)
+        half = self.method.local_step(flat, grad, moments, self.hp)  # x½ is a new tensor: flat still holds x_k
+        self._pending = half
         info = {
             "loss": float(loss.detach()),
             "finite": float(bool(torch.isfinite(half.x_half).all())),
@@ -185,12 +184,13 @@ class ClientWorker:
         flat, moments = self._require_active()
         if self._pending is None:
             raise RuntimeError("mix() called before half_step() in this inner step")
-        x_old, half = self._pending
+        half = self._pending
         started = time.perf_counter()
         received = [(block.to(self.device), weight) for block, weight in neighbours]
         x_new = self.method.combine(half.x_half, self_weight, received, self._layout)
         combined = time.perf_counter()
-        h = None if self.hp.variant == "without_bma" else discrepancy(x_old, x_new, self.hp)
+        # h overwrites x_k in place: x_k is not needed after h, and the next line replaces it with x_new.
+        h = None if self.hp.variant == "without_bma" else discrepancy(flat, x_new, self.hp, out=flat)
         apply_bma(moments, half, h, self.hp)
         flat.copy_(x_new)
         if self._flat is not flat:

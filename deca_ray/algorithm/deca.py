@@ -87,12 +87,19 @@ def local_half_step(x: torch.Tensor, grad: torch.Tensor, moments: BlockMoments, 
     return HalfStep(x_half=x_half, m_local=m_local, v_local=v_local)
 
 
-def discrepancy(x_old: torch.Tensor, x_new: torch.Tensor, hp: DecaHyperParams) -> torch.Tensor:
+def discrepancy(
+    x_old: torch.Tensor, x_new: torch.Tensor, hp: DecaHyperParams, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """h: the consensus-derived signal, signed and scaled as configured (ALGORITHM.md open point 1).
 
     ``old_minus_new`` divided by γ reads as a pseudo-gradient: if x_new = x_old − γ·d then h = d.
+    ``out`` (may be ``x_old`` itself) receives h instead of a new tensor: one block-sized
+    allocation less in the exchange phase.
     """
-    h = x_old - x_new if hp.h_sign == "old_minus_new" else x_new - x_old
+    if hp.h_sign == "old_minus_new":
+        h = torch.sub(x_old, x_new, out=out)
+    else:
+        h = torch.sub(x_new, x_old, out=out)
     if hp.h_scale == "lr":
         return h.div_(hp.lr)
     if hp.h_scale == "unit_norm":

@@ -1,0 +1,45 @@
+"""`deca-ray bench quality --quick` end to end: one result file per run, a suite record, a rendered section."""
+
+from __future__ import annotations
+
+import json
+
+from deca_ray.bench.quality import SUITE_FILE, run_config, run_quality_benchmark
+from deca_ray.bench.quality_presets import FULL, QUICK
+from deca_ray.bench.quality_report import render_newest_quality
+from deca_ray.cli import main
+from deca_ray.methods import method_names
+from deca_ray.schedule import total_steps
+
+
+def test_quick_quality_benchmark_writes_a_traceable_file_per_run_and_renders_them(tokenizer, tmp_path):
+    # Execute
+    suite_dir = run_quality_benchmark(QUICK, tmp_path / "results", output_dir=tmp_path / "runs")
+    used = render_newest_quality(tmp_path / "results", tmp_path / "BENCHMARKS.md")
+    # Assert: every run has its file with provenance, the exact config, metrics and curves
+    suite = json.loads((suite_dir / SUITE_FILE).read_text())
+    assert used == suite_dir and suite["runs"] == [run.name for run in QUICK.runs]
+    for run in QUICK.runs:
+        result = json.loads((suite_dir / f"{run.name}.json").read_text())
+        assert result["metadata"]["git"]["commit"] and result["metadata"]["machine"]["cpu_cores"] >= 1
+        assert result["config"]["algorithm"]["type"] == run.overrides.get("algorithm", {}).get("type", "deca")
+        assert result["seed"] == result["config"]["seed"]
+        assert len(result["curves"]["mean_loss"]) == result["metrics"]["steps_per_client"] > 0
+        assert result["metrics"]["after"]["avg/accuracy"] >= 0 and result["mlflow"]["run_id"]
+    central = json.loads((suite_dir / "centralized_adam.json").read_text())
+    assert central["metrics"]["num_clients"] == 1 and central["metrics"]["bytes_sent_per_client"] == 0
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert text.count("<!-- quality:begin -->") == 1 and suite_dir.name in text
+
+
+def test_every_method_of_the_registry_is_in_the_full_preset_with_the_same_steps(tmp_path):
+    methods = [run for run in FULL.runs if run.table == "methods"]
+    assert sorted(run.overrides["algorithm"]["type"] for run in methods) == method_names()
+    # SmolLM2 has 15 two-layer blocks; every run visits its fixed blocks for the same number of steps
+    steps = {run.name: total_steps(15, run_config(FULL, run, tmp_path).algorithm) for run in FULL.runs}
+    assert len(set(steps.values())) == 1, steps
+
+
+def test_only_names_an_unknown_run_clearly(capsys):
+    assert main(["bench", "quality", "--quick", "--only", "dec_lor"]) == 2
+    assert "no such run" in capsys.readouterr().err
