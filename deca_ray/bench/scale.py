@@ -101,13 +101,20 @@ def _summarise_point(num_clients: int, tiny: dict[str, Any], startup_s: float, h
 
 
 def run_scale_sweep(preset: SystemPreset, cluster_cpus: float) -> dict:
-    """Points of the sweep (as many as fit time and memory) and why it stopped, if it did."""
+    """Points of the sweep (as many as fit time and memory) and why it stopped, if it did.
+
+    The points other sections read (the first two, for a growth exponent, and the traffic and
+    overhead points) are measured even past the time budget: a slow machine gets a longer
+    sweep rather than no result. Memory still stops it (Ray would kill workers).
+    """
     cpus_per_client = _cpus_per_client(cluster_cpus, max(preset.sweep_clients))
+    required = {*preset.sweep_clients[:2], preset.overhead_clients, preset.traffic_clients}
     started = time.perf_counter()
     points: list[dict] = []
     stopped = None
     for num_clients in preset.sweep_clients:
-        reason = _cannot_fit(num_clients, points, preset, preset.sweep_budget_s - (time.perf_counter() - started))
+        budget_left = math.inf if num_clients in required else preset.sweep_budget_s - (time.perf_counter() - started)
+        reason = _cannot_fit(num_clients, points, preset, budget_left)
         if reason:
             stopped = {"at_clients": num_clients, "reason": reason}
             logger.warning("scale sweep stops before %d clients: %s", num_clients, reason)
