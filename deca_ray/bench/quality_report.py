@@ -129,16 +129,17 @@ def _before(results: list[dict[str, Any]]) -> dict[str, float] | None:
 
 
 def _methods_table(methods: list[dict[str, Any]], before: dict[str, float] | None) -> list[str]:
-    lines = ["| method | accuracy (avg model) | macro-F1 (avg model) | accuracy (clients, mean ± std) "
+    lines = ["| method | lr | accuracy (avg model) | macro-F1 (avg model) | accuracy (clients, mean ± std) "
              "| macro-F1 (clients, mean ± std) | MiB sent per client | peak tensor MiB per client | wall time (s) "
              "| median step (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     if before is not None:
-        cells = [_score(before.get("avg/accuracy")), _score(before.get("avg/macro_f1"))] + [MISSING] * 6
+        cells = [MISSING, _score(before.get("avg/accuracy")), _score(before.get("avg/macro_f1"))] + [MISSING] * 6
         lines.append(f"| before training (shared start) | {' | '.join(cells)} |")
     for result in methods:
         metrics, after = result["metrics"], result["metrics"]["after"]
         cells = [
+            f"{result['config']['algorithm']['lr']:g}",
             _score(after.get("avg/accuracy")), _score(after.get("avg/macro_f1")),
             _spread(after, "accuracy"), _spread(after, "macro_f1"),
             f"{metrics['bytes_sent_per_client'] / MIB:.1f}", f"{metrics['peak_tensor_bytes_per_client'] / MIB:.1f}",

@@ -16,7 +16,8 @@ HEADER = """# Benchmarks
 
 Numbers below are written by the project's own benchmark commands from the result files
 under `benchmarks/results/` (one JSON per run, with commit, date and machine); do not edit
-them by hand. Regenerate with `deca-ray bench system` (see BENCHMARK.md, section S).
+them by hand. Regenerate with `deca-ray bench system` (section S), `deca-ray bench quality`
+(section Q) and `deca-ray bench gpu-report` (section G); see the design's BENCHMARK.md.
 """
 SECTION_ORDER = ("runtime_overhead", "exchange", "traffic", "memory", "driver_bytes", "driver_time")
 

@@ -18,7 +18,8 @@ CONFIG = {
     "data": {"batch_size": 2, "max_tokens": 80, "test_size": TEST_SIZE},
     "partition": {"type": "dirichlet", "alpha": 0.25},
     "topology": {"type": "erdos_renyi"},
-    "algorithm": {"variant": "full", "h_sign": "old_minus_new", "h_scale": "lr", "blocks": {"layers_per_block": 2}},
+    "algorithm": {"lr": 1e-4, "variant": "full", "h_sign": "old_minus_new", "h_scale": "lr",
+                  "blocks": {"layers_per_block": 2}},
 }
 META = {"git": {"commit": "abc123", "dirty": True}, "date_utc": "2026-01-01T00:00:00+00:00",
         "machine": {"cpu_model": "Test CPU", "cpu_cores": 2, "gpu": None}, "versions": {}}
@@ -109,10 +110,11 @@ def test_a_missing_section_is_appended(tmp_path):
 def test_methods_table_converts_units_and_marks_missing_per_client_scores():
     text = render_quality(SUITE, RESULTS, Path("suite"))
     deca, lora, before = _cells(text, "DECA"), _cells(text, "Dec-LoRA"), _cells(text, "before training (shared start)")
-    assert before[:2] == [f"{BEFORE['avg/accuracy']:.3f}", f"{BEFORE['avg/macro_f1']:.3f}"]
-    assert deca[:4] == ["0.600", "0.500", "0.550 ± 0.050", "0.450 ± 0.040"]
-    assert deca[4:] == [f"{3.5 * MIB / 2**20:.1f}", f"{12.25 * MIB / 2**20:.1f}", "61.5", "0.250"]
-    assert lora[2:4] == ["—", "—"]
+    assert before[:3] == ["—", f"{BEFORE['avg/accuracy']:.3f}", f"{BEFORE['avg/macro_f1']:.3f}"]
+    assert deca[0] == f"{CONFIG['algorithm']['lr']:g}"
+    assert deca[1:5] == ["0.600", "0.500", "0.550 ± 0.050", "0.450 ± 0.040"]
+    assert deca[5:] == [f"{3.5 * MIB / 2**20:.1f}", f"{12.25 * MIB / 2**20:.1f}", "61.5", "0.250"]
+    assert lora[3:5] == ["—", "—"]
     assert f"{SUITE['wall_time_s'] / 60:.1f} min" in text and "1 seed (0)" in text
     assert f"{TEST_SIZE} held-out examples" in text and "(with uncommitted changes)" in text
 
