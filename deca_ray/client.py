@@ -103,7 +103,7 @@ class ClientWorker:
         self._saved_moments: dict[int, BlockMoments] = {}
         self.active_block: int | None = None
         self.trained_blocks: list[int] = []  # blocks activated so far, in first-activation order
-        self._active_names: tuple[str, ...] = ()
+        self._active_names: tuple[str, ...] | None = None
         self._layout: list[tuple[str, torch.Size]] = []  # names and shapes packed into the flat buffer
         self._flat: torch.Tensor | None = None  # the trained parameters, flat, in the model's dtype
         self._master: torch.Tensor | None = None  # x_k in fp32: the same tensor as _flat for fp32 models
@@ -134,10 +134,7 @@ class ClientWorker:
         if names == self._active_names and not self.method.block_wise:
             self.active_block = block_index
             return
-        if self.active_block is not None:
-            for parameter in self._active_parameters():
-                parameter.requires_grad_(False)
-                parameter.grad = None
+        self._deactivate()
         self.active_block = block_index
         self._active_names = names
         params = self._active_parameters()
@@ -172,7 +169,7 @@ class ClientWorker:
             "finite": float(bool(torch.isfinite(half.x_half).all())),
             "tokens": float(batch["attention_mask"].sum()),
             "compute_s": time.perf_counter() - started,
-            "tensor_bytes": float(self.tensor_memory()["total"]),  # at its peak: grads and x½ both live
+            "tensor_bytes": float(self.tensor_memory()["total"]),  # weights + grads + optimizer state, grads live
         }
         return half.x_half, info
 
@@ -185,10 +182,10 @@ class ClientWorker:
         if self._pending is None:
             raise RuntimeError("mix() called before half_step() in this inner step")
         half = self._pending
-        started = time.perf_counter()
+        started = self._clock()
         received = [(block.to(self.device), weight) for block, weight in neighbours]
         x_new = self.method.combine(half.x_half, self_weight, received, self._layout)
-        combined = time.perf_counter()
+        combined = self._clock()
         # h overwrites x_k in place: x_k is not needed after h, and the next line replaces it with x_new.
         h = None if self.hp.variant == "without_bma" else discrepancy(flat, x_new, self.hp, out=flat)
         apply_bma(moments, half, h, self.hp)
@@ -196,7 +193,7 @@ class ClientWorker:
         if self._flat is not flat:
             self._flat.copy_(flat)  # round the fp32 master into the bf16 weights the model uses
         self._pending = None
-        return {"combine_s": combined - started, "moments_s": time.perf_counter() - combined}
+        return {"combine_s": combined - started, "moments_s": self._clock() - combined}
 
     # ------------------------------------------------------------------ state
 
@@ -254,6 +251,7 @@ class ClientWorker:
         active = meta["active_block"]
         self._saved_moments = {block: state for block, state in moments.items() if self._persistent}
         self._pending = None
+        self._deactivate()  # the running buffer and moments belong to the state being left
         if active is not None:
             self.begin_block(active)
             if "master" in tensors:
@@ -316,6 +314,22 @@ class ClientWorker:
         base = dict(self._build_model().named_parameters())
         names = [name for block in blocks for name in self.method.trained_names(self.partition, block, self.covered)]
         self.load_trainable_state({name: base[name].detach() for name in names})
+
+    def _clock(self) -> float:
+        """perf_counter after the device's queued work: GPU kernels run asynchronously."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def _deactivate(self) -> None:
+        """Freeze what was trained and forget its buffer and moments (saved moments stay saved)."""
+        if self._active_names:
+            for parameter in self._active_parameters():
+                parameter.requires_grad_(False)
+                parameter.grad = None
+        self.active_block = None
+        self._active_names = None
+        self._layout, self._flat, self._master, self._moments = [], None, None, None
 
     def _active_parameters(self) -> list[torch.nn.Parameter]:
         return [self._parameters[name] for name in self._active_names]

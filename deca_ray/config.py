@@ -267,6 +267,9 @@ class RuntimeConfig(_Part):
         if self.exchange != "object_store" and self.clients_per_actor > 1:
             raise ValueError(f"exchange {self.exchange} sends between actors; with clients_per_actor > 1 use "
                              "exchange object_store")
+        if self.gpus_per_client * self.clients_per_actor > 1:
+            raise ValueError(f"an actor's {self.clients_per_actor} virtual clients share its first GPU, so "
+                             "gpus_per_client × clients_per_actor must be at most 1")
         return self
 
 class TrackingConfig(_Part):

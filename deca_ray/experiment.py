@@ -59,7 +59,10 @@ def check_method_fits_model(config: ExperimentConfig, method: Method, vocab_size
         # meta device: the added modules allocate nothing; forked RNG: validating draws no random numbers
         with torch.device("meta"), seeded_rng(config.seed):
             prepare_for_method(skeleton, config.algorithm, method)
-        covered_blocks(block_partition(skeleton, config.algorithm).num_blocks, config.algorithm)
+        partition = block_partition(skeleton, config.algorithm)
+        covered = covered_blocks(partition.num_blocks, config.algorithm)
+        if not any(method.trained_names(partition, block, covered) for block in covered):
+            raise ValueError(f"method {method.name} finds nothing to train in blocks {covered}")
     except ValueError as error:
         raise ConfigError(f"algorithm (type {config.algorithm.type}) does not fit {config.model.name}: {error}") from None
 

@@ -389,6 +389,8 @@ def remove_clients(topology: Topology, clients: Iterable[int]) -> Topology:
     survivors = tuple(c for c in topology.clients if c not in removed)
     if not survivors:
         raise TopologyError(f"removing clients {sorted(removed)} leaves no client")
+    if topology.kind == ISOLATED:
+        return isolated_topology(survivors)
     if topology.kind == "one_peer_exponential":
         graphs: tuple[nx.Graph, ...] = _one_peer_graphs(survivors)
     else:
@@ -397,8 +399,15 @@ def remove_clients(topology: Topology, clients: Iterable[int]) -> Topology:
     return _make_topology(topology.kind, survivors, topology.weights_scheme, graphs, fix)
 
 
-def isolated_topology(num_clients: int) -> Topology:
-    """No edges, W = I: every client trains alone (the no-communication reference)."""
-    graph = nx.empty_graph(num_clients)
-    identity = torch.eye(num_clients, dtype=torch.float64)
-    return Topology("isolated", tuple(range(num_clients)), "identity", (graph,), (identity,))
+ISOLATED = "isolated"
+
+
+def isolated_topology(clients: int | Sequence[int]) -> Topology:
+    """No edges, W = I: every client trains alone (the no-communication reference).
+
+    ``clients``: a count (ids 0..n-1) or the ids themselves (the survivors of a drop).
+    """
+    ids = tuple(range(clients)) if isinstance(clients, int) else tuple(clients)
+    graph = nx.Graph()
+    graph.add_nodes_from(ids)
+    return Topology(ISOLATED, ids, "identity", (graph,), (torch.eye(len(ids), dtype=torch.float64),))

@@ -15,6 +15,7 @@ new file here: the client, the driver, the runtime and the CLI need no edits.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import pkgutil
 
@@ -47,7 +48,9 @@ def get_method(name: str) -> Method:
     return _REGISTRY[name]()
 
 
+@functools.cache
 def _discover() -> None:
+    """Import every module of the package once (each registers its methods)."""
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")
 

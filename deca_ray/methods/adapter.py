@@ -37,6 +37,9 @@ class DecAdapter(Method):
     summary = "bottleneck adapters after each covered layer's MLP, trained with Adam, gossip-averaged"
 
     def prepare_model(self, model: torch.nn.Module, algorithm: AlgorithmConfig, layers: Sequence[int]) -> None:
+        if not layers:
+            raise ValueError("the blocks the schedule trains hold no transformer layer to put adapters on; "
+                             "set algorithm.blocks.fixed_order to layer blocks")
         decoder_layers = _decoder_layers(model)
         hidden_size = model.config.hidden_size
         for index in layers:

@@ -24,7 +24,7 @@ import torch
 
 from deca_ray.algorithm.blocks import BlockPartition
 from deca_ray.algorithm.deca import BlockMoments, DecaHyperParams, HalfStep, local_half_step
-from deca_ray.algorithm.mixing import mix
+from deca_ray.algorithm.mixing import average_states, mix
 from deca_ray.config import AlgorithmConfig
 
 _LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
@@ -59,9 +59,10 @@ class Method:
         """Whether a parameter of a covered block is trained (default: all of them)."""
         return True
 
-    def trained_names(self, partition: BlockPartition, block_index: int, visited: Sequence[int]) -> tuple[str, ...]:
-        """Parameters trained while schedule block ``block_index`` is active."""
-        blocks = [block_index] if self.block_wise else sorted(visited)
+    def trained_names(self, partition: BlockPartition, block_index: int, covered: Sequence[int]) -> tuple[str, ...]:
+        """Parameters trained while schedule block ``block_index`` is active (``covered``: every block
+        the schedule activates)."""
+        blocks = [block_index] if self.block_wise else sorted(covered)
         return tuple(
             name for k in blocks for name in partition.blocks[k].parameter_names if self.trainable(name)
         )
@@ -77,6 +78,10 @@ class Method:
     ) -> torch.Tensor:
         """x_new from this client's x½ and its neighbours' (Eq. 7 by default)."""
         return mix(own, self_weight, neighbours)
+
+    def average(self, states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The network-average model's trained tensors (x̄ = mean of the clients' by default)."""
+        return average_states(states)
 
 
 def layer_of(name: str) -> int | None:

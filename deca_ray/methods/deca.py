@@ -31,4 +31,6 @@ class LocalBlockAdam(Deca):
     gossips = False
 
     def hyper_params(self, algorithm: AlgorithmConfig) -> DecaHyperParams:
-        return replace(super().hyper_params(algorithm), variant="without_bma")  # h ≡ 0 without neighbours
+        # Plain block-wise Adam is the reference: with W = I, x_new = x½, and BMA would blend the
+        # step itself back into the moments.
+        return replace(super().hyper_params(algorithm), variant="without_bma")

@@ -50,6 +50,15 @@ class Decaf(DecLora):
     name = "decaf"
     summary = "LoRA; gossip-average the products B·A and re-factorise to rank r by truncated SVD"
 
+    def prepare_model(self, model: torch.nn.Module, algorithm: AlgorithmConfig, layers: Sequence[int]) -> None:
+        super().prepare_model(model, algorithm, layers)
+        rank = algorithm.lora.rank
+        too_narrow = [name for name, module in model.named_modules()
+                      if hasattr(module, "base_layer") and min(module.base_layer.weight.shape) < rank]
+        if too_narrow:
+            raise ValueError(f"algorithm.lora.rank={rank} exceeds the smaller side of {too_narrow[:3]}: the truncated "
+                             "SVD cannot keep that rank; lower algorithm.lora.rank")
+
     def combine(
         self, own: torch.Tensor, self_weight: float, neighbours: Sequence[tuple[torch.Tensor, float]], layout: Layout
     ) -> torch.Tensor:
@@ -66,4 +75,17 @@ class Decaf(DecLora):
             out[b_name].copy_(b)
             out[a_name].copy_(a)
         return mixed
+
+    def average(self, states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """x̄ in DeCAF's own terms: the mean product B·A, re-factorised (averaging factors whose SVD
+        signs differ between clients would cancel them)."""
+        average = dict(states[0])
+        weight = 1.0 / len(states)
+        for a_name in (name for name in states[0] if ".lora_A." in name):
+            b_name = a_name.replace(".lora_A.", ".lora_B.")
+            average[b_name], average[a_name] = decaf_mix(
+                (states[0][b_name], states[0][a_name]), weight,
+                [((state[b_name], state[a_name]), weight) for state in states[1:]],
+            )
+        return average
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import torch
 
-from deca_ray.algorithm.mixing import average_states, consensus_distance
+from deca_ray.algorithm.mixing import consensus_distance
 from deca_ray.checkpoint import read_client_file, write_client_file
 from deca_ray.client import ClientWorker
 from deca_ray.config import EvaluationConfig
@@ -118,7 +118,8 @@ class LocalClientGroup:
 
     def evaluate_average(self, data: PreparedData, config: EvaluationConfig) -> dict[str, float]:
         states = [client.trained_state() for client in self.clients.values()]  # the rest of x̄ is x0
-        return next(iter(self.clients.values())).evaluate(data, config, state=average_states(states))
+        first = next(iter(self.clients.values()))
+        return first.evaluate(data, config, state=first.method.average(states))
 
     def evaluate_clients(self, data: PreparedData, config: EvaluationConfig) -> dict[int, dict[str, float]]:
         return {index: client.evaluate(data, config) for index, client in self.clients.items()}

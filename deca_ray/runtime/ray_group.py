@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import ray
 import torch
-from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from deca_ray.algorithm.mixing import average_states, consensus_distance
+from deca_ray.algorithm.mixing import consensus_distance
 from deca_ray.checkpoint import read_client_file, write_client_file
 from deca_ray.client import ClientSpec, ClientWorker, shared_base_model
 from deca_ray.config import EvaluationConfig, RuntimeConfig
@@ -133,7 +133,8 @@ class ClientActor:
     def evaluate_average(
         self, client: int, data: PreparedData, config: EvaluationConfig, *states: dict[str, torch.Tensor]
     ) -> dict[str, float]:
-        return self.workers[client].evaluate(data, config, state=average_states(states))
+        worker = self.workers[client]
+        return worker.evaluate(data, config, state=worker.method.average(states))
 
 
 def _read_only_tensor(block: np.ndarray) -> torch.Tensor:
@@ -379,6 +380,8 @@ class RayClientGroup:
             except RayActorError as error:
                 failed.add(index)
                 cause = error
+            except RayTaskError as error:  # the client raised: a bug or bad input, not a dead process
+                raise DecaError(f"client {index} could not {action}: {error.cause!r}") from None
         if failed:
             raise ClientFailure(failed, action, cause)
         return results

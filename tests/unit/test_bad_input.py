@@ -59,6 +59,8 @@ def _rows(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "unknown method": (["--set", "algorithm.type=dec-lora"], "did you mean 'dec_lora'"),
         "LoRA targets no module": (["--set", "algorithm.type=dec_lora", "--set", "algorithm.lora.target_modules=[qkv]"],
                                    "algorithm.lora.target_modules"),
+        "LoRA rank above a module's width": (["--set", "algorithm.type=decaf", "--set", "algorithm.lora.rank=4096"],
+                                             "lower algorithm.lora.rank"),
     }
 
 
@@ -66,7 +68,7 @@ ROW_NAMES = [
     "unknown config key", "wrong type", "alpha <= 0", "more clients than examples", "client left with no data",
     "disconnected custom graph", "custom graph names a missing client", "missing data file",
     "unreadable data file", "data file without the label field", "empty label", "unknown model, hub unreachable",
-    "unknown method", "LoRA targets no module",
+    "unknown method", "LoRA targets no module", "LoRA rank above a module's width",
 ]
 
 

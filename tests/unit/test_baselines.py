@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from deca_ray.algorithm.baselines import decaf_mix, refactorise, sgd_half_step
+from deca_ray.algorithm.baselines import align_signs, decaf_mix, refactorise, sgd_half_step
 from deca_ray.algorithm.deca import BlockMoments, DecaHyperParams
 
 
@@ -53,3 +53,10 @@ def test_sgd_half_step_is_x_minus_lr_g_and_keeps_no_state():
     half = sgd_half_step(torch.tensor([1.0, 2.0]), torch.tensor([2.0, -4.0]), moments, hp)
     assert torch.equal(half.x_half, torch.tensor([0.0, 4.0]))
     assert moments.step == 1 and moments.m.numel() == 0
+
+
+def test_align_signs_keeps_the_product_and_agrees_with_the_reference():
+    b, a = torch.tensor([[1.0, 2.0], [3.0, -1.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    flipped_b, flipped_a = align_signs((b * torch.tensor([-1.0, 1.0]), a * torch.tensor([[-1.0], [1.0]])), (b, a))
+    torch.testing.assert_close(flipped_b @ flipped_a, b @ a)
+    torch.testing.assert_close((flipped_b, flipped_a), (b, a))

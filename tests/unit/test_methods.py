@@ -162,3 +162,45 @@ def test_cli_lists_every_method_with_its_summary(capsys):
     assert main(["methods"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert listed == method_names()
+
+
+@pytest.mark.parametrize("method", ["dadam", "dec_lora", "deca"])
+def test_rolling_back_to_the_start_forgets_the_optimizer_state(method):
+    # Prepare: the checkpoint taken before any step (what an early failure rolls back to)
+    _, [client] = _clients(method, count=1)
+    tensors, meta = client.checkpoint_state()
+    x0 = client.trainable_state()
+    for _ in range(2):
+        client.begin_block(0)
+        client.half_step(), client.mix([], 1.0)
+    # Execute
+    client.restore_state(tensors, meta)
+    client.begin_block(0)
+    # Assert: the parameters and the moments are those of a fresh start
+    assert client._moments.step == 0 and torch.count_nonzero(client._moments.m) == 0
+    for name, value in client.trainable_state().items():
+        assert torch.equal(value, x0[name]), name
+
+
+def test_decaf_network_average_is_the_mean_product_re_factorised():
+    # Prepare: three clients' LoRA states, one of them with every SVD sign flipped (same product)
+    _, clients = _clients("decaf")
+    _one_exchange(clients, [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # no mixing: states differ
+    states = [client.trained_state() for client in clients]
+    flipped = {name: -value for name, value in states[2].items()}
+    # Execute
+    average = clients[0].method.average([states[0], states[1], flipped])
+    # Assert: the average product is that of the unflipped states, and it is the best rank-r fit
+    for a in (name for name in average if ".lora_A." in name):
+        b = a.replace(".lora_A.", ".lora_B.")
+        mean_product = sum(state[b] @ state[a] for state in states) / 3
+        best_b, best_a = refactorise(mean_product, rank=2)
+        torch.testing.assert_close(average[b] @ average[a], best_b @ best_a, rtol=1e-4, atol=1e-7)
+
+
+def test_local_block_adam_survives_dropping_a_client():
+    from deca_ray.algorithm.topology import isolated_topology, remove_clients
+
+    survivors = remove_clients(isolated_topology(4), [2])
+    assert survivors.clients == (0, 1, 3) and survivors.edges() == []
+    assert torch.equal(survivors.mixing_matrix(), torch.eye(3, dtype=torch.float64))
