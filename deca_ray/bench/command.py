@@ -33,6 +33,8 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
                          help="tiny model, four runs, in-process clients (development and tests; seconds)")
     quality.add_argument("--only", action="append", default=[], metavar="RUN",
                          help="run just these runs of the preset (repeatable), e.g. --only deca --only dec_lora")
+    quality.add_argument("--into", type=Path, metavar="SUITE_DIR",
+                         help="re-run the --only runs inside this finished suite (the replaced files move to superseded/)")
     quality.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     quality.add_argument("--markdown", type=Path, default=DEFAULT_MARKDOWN)
     quality.add_argument("--no-render", action="store_true", help="write the JSON files only")
@@ -67,17 +69,20 @@ def _bench_system(args: argparse.Namespace) -> int:
 def _bench_quality(args: argparse.Namespace) -> int:
     from deca_ray.bench.quality_presets import FULL, QUICK
 
+    from deca_ray.errors import ConfigError
+
     preset = QUICK if args.quick else FULL
     unknown = sorted(set(args.only) - {run.name for run in preset.runs})
     if unknown:
-        from deca_ray.errors import ConfigError
-
         raise ConfigError(f"--only {unknown}: no such run; the {preset.name} preset has "
                           f"{', '.join(run.name for run in preset.runs)}")
     if not args.render_only:
         from deca_ray.bench.quality import run_quality_benchmark
 
-        suite = run_quality_benchmark(preset, args.results_dir, only=(lambda run: run.name in args.only) if args.only else None)
+        if args.into is not None and not args.only:
+            raise ConfigError("--into re-runs only what --only names; add --only RUN")
+        only = (lambda run: run.name in args.only) if args.only else None
+        suite = run_quality_benchmark(preset, args.results_dir, only=only, into=args.into)
         print(f"results: {suite}")
     if not args.no_render:
         from deca_ray.bench.quality_report import render_newest_quality

@@ -27,13 +27,19 @@ SUITE_FILE = "suite.json"
 
 def run_quality_benchmark(
     preset: QualityPreset, results_dir: Path, output_dir: Path = Path("runs/bench-quality"),
-    only: Callable[[QualityRun], bool] | None = None,
+    only: Callable[[QualityRun], bool] | None = None, into: Path | None = None,
 ) -> Path:
-    """Run the preset's runs into a new ``<results_dir>/quality-<stamp>/``; returns that directory."""
+    """Run the preset's runs into a new ``<results_dir>/quality-<stamp>/``; returns that directory.
+
+    ``into``: re-run those runs inside an existing suite instead (after a fix that changes them);
+    each replaced result moves to ``superseded/`` and ``suite.json`` lists the re-run.
+    """
     from deca_ray.runtime.cluster import connect, disconnect
 
-    suite_dir = _new_suite_dir(results_dir)
     runs = [run for run in preset.runs if only is None or only(run)]
+    if into is not None:
+        return _rerun_into(preset, runs, into, output_dir)
+    suite_dir = _new_suite_dir(results_dir)
     configs = {run.name: run_config(preset, run, output_dir) for run in runs}  # bad overrides fail before any run
     started = time.perf_counter()
     ray_started = any(config.runtime.backend == "ray" for config in configs.values()) and connect(
@@ -50,6 +56,48 @@ def run_quality_benchmark(
              "metadata": metadata()}
     _write(suite_dir / SUITE_FILE, suite)
     return suite_dir
+
+
+def _rerun_into(preset: QualityPreset, runs: list[QualityRun], suite_dir: Path, output_dir: Path) -> Path:
+    from deca_ray.errors import ConfigError
+    from deca_ray.runtime.cluster import connect, disconnect
+
+    if not (suite_dir / SUITE_FILE).is_file():
+        raise ConfigError(f"--into {suite_dir}: no {SUITE_FILE} there; pass a finished quality-* suite directory")
+    suite = json.loads((suite_dir / SUITE_FILE).read_text())
+    if suite["preset"] != preset.name:
+        raise ConfigError(f"--into {suite_dir} holds preset {suite['preset']!r}, not {preset.name!r}")
+    configs = {run.name: run_config(preset, run, output_dir) for run in runs}
+    ray_started = any(c.runtime.backend == "ray" for c in configs.values()) and connect(
+        next(c.runtime for c in configs.values() if c.runtime.backend == "ray")
+    )
+    try:
+        for run in runs:
+            logger.info("quality benchmark, re-run into %s: %s (%s)", suite_dir.name, run.name, run.label)
+            result = _run_one(preset, run, configs[run.name])
+            _supersede(suite_dir, run.name)
+            _write(suite_dir / f"{run.name}.json", result)
+            suite.setdefault("reruns", []).append(
+                {"run": run.name, "commit": result["metadata"]["git"]["commit"], "date_utc": result["metadata"]["date_utc"],
+                 "wall_time_s": result["metrics"]["wall_time_s"]})
+            if run.name not in suite["runs"]:
+                suite["runs"].append(run.name)
+    finally:
+        if ray_started:
+            disconnect(True)
+    staged = suite_dir / f"{SUITE_FILE}.tmp"
+    staged.write_text(json.dumps(suite, indent=2, default=str) + "\n")
+    staged.replace(suite_dir / SUITE_FILE)  # atomic: a crash leaves the old record, never half of one
+    return suite_dir
+
+
+def _supersede(suite_dir: Path, run: str) -> None:
+    """Keep the result being replaced, beside the suite, for the record."""
+    old = suite_dir / f"{run}.json"
+    if old.exists():
+        target = suite_dir / "superseded" / f"{run}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
+        target.parent.mkdir(exist_ok=True)
+        old.rename(target)
 
 
 def run_config(preset: QualityPreset, run: QualityRun, output_dir: Path) -> ExperimentConfig:

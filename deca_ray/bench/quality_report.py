@@ -120,7 +120,15 @@ def _provenance(suite: dict[str, Any], results: list[dict[str, Any]], reference:
         f"graph, {partition['type']} partition{alpha}, {config['model']['name']}, "
         f"{reference['metrics']['steps_per_client']} steps per client, batch {data['batch_size']}, "
         f"at most {data['max_tokens']} tokens, {data['test_size']} held-out examples",
+        *_reruns(suite),
     ]
+
+
+def _reruns(suite: dict[str, Any]) -> list[str]:
+    """Runs measured again after the suite (a fix changed them); their files record their own commit."""
+    return [f"- re-run after the suite: `{rerun['run']}` at commit `{rerun['commit']}` on {rerun['date_utc']} "
+            f"({rerun['wall_time_s'] / 60:.1f} min); the replaced result is kept in `superseded/`"
+            for rerun in suite.get("reruns", [])]
 
 
 def _before(results: list[dict[str, Any]]) -> dict[str, float] | None:

@@ -31,6 +31,19 @@ def test_quick_quality_benchmark_writes_a_traceable_file_per_run_and_renders_the
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert text.count("<!-- quality:begin -->") == 1 and suite_dir.name in text
 
+    # Execute: re-run one run into the finished suite (what a fix to one method needs)
+    first = json.loads((suite_dir / "decaf.json").read_text())
+    run_quality_benchmark(QUICK, tmp_path / "results", output_dir=tmp_path / "runs",
+                          only=lambda run: run.name == "decaf", into=suite_dir)
+    render_newest_quality(tmp_path / "results", tmp_path / "BENCHMARKS.md")
+    # Assert: the old file is kept aside, the new one replaces it, and the suite and the text say so
+    [superseded] = (suite_dir / "superseded").iterdir()
+    assert json.loads(superseded.read_text())["mlflow"]["run_id"] == first["mlflow"]["run_id"]
+    assert json.loads((suite_dir / "decaf.json").read_text())["mlflow"]["run_id"] != first["mlflow"]["run_id"]
+    rerun = json.loads((suite_dir / SUITE_FILE).read_text())["reruns"]
+    assert [entry["run"] for entry in rerun] == ["decaf"]
+    assert "re-run after the suite: `decaf`" in (tmp_path / "BENCHMARKS.md").read_text()
+
 
 def test_every_method_of_the_registry_is_in_the_full_preset_with_the_same_steps(tmp_path):
     methods = [run for run in FULL.runs if run.table == "methods"]
