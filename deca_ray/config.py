@@ -369,6 +369,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config_from_dict(raw)
 
 
+def merge_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Merge nested ``overrides`` into a raw config dict in place (sections merge, values replace)."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            merge_overrides(raw[key], value)
+        else:
+            raw[key] = value
+
+
 def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     """Validate a plain dict, turning pydantic errors into one ConfigError naming each field."""
     try:

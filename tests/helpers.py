@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from deca_ray.client import ClientSpec, ClientWorker
-from deca_ray.config import ExperimentConfig, config_from_dict
+from deca_ray.config import ExperimentConfig, config_from_dict, merge_overrides
 from deca_ray.data.types import EncodedExample
 
 TINY_VOCAB = 96
@@ -20,7 +20,7 @@ def tiny_config(**overrides) -> ExperimentConfig:
         "algorithm": {"lr": 1e-2, "inner_steps": 3, "blocks": {"layers_per_block": 2}},
         "data": {"batch_size": 2},
     }
-    _merge(raw, overrides)
+    merge_overrides(raw, overrides)
     return config_from_dict(raw)
 
 
@@ -37,10 +37,3 @@ def tiny_client(config: ExperimentConfig, index: int = 0, examples: list[Encoded
     spec = ClientSpec.from_config(config, index, pad_token_id=PAD, vocab_size=TINY_VOCAB)
     return ClientWorker(spec, examples or synthetic_examples(16, seed=index))
 
-
-def _merge(base: dict, extra: dict) -> None:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value

@@ -18,7 +18,7 @@ from typing import Any
 
 from deca_ray.bench.quality_presets import QualityPreset, QualityRun
 from deca_ray.bench.results import metadata
-from deca_ray.config import ExperimentConfig, config_from_dict
+from deca_ray.config import ExperimentConfig, config_from_dict, merge_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +102,8 @@ def _supersede(suite_dir: Path, run: str) -> None:
 
 def run_config(preset: QualityPreset, run: QualityRun, output_dir: Path) -> ExperimentConfig:
     raw = copy.deepcopy(preset.base)
-    _merge(raw, copy.deepcopy(run.overrides))
-    _merge(raw, {"name": f"{raw.get('name', 'quality')}-{run.name}", "tracking": {"output_dir": str(output_dir)}})
+    merge_overrides(raw, copy.deepcopy(run.overrides))
+    merge_overrides(raw, {"name": f"{raw.get('name', 'quality')}-{run.name}", "tracking": {"output_dir": str(output_dir)}})
     return config_from_dict(raw)
 
 
@@ -168,10 +168,3 @@ def _write(path: Path, payload: dict[str, Any]) -> None:
         json.dump(payload, stream, indent=2, default=str)
         stream.write("\n")
 
-
-def _merge(base: dict, extra: dict) -> None:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
