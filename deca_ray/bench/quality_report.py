@@ -78,6 +78,8 @@ def render_quality(suite: dict[str, Any], results: list[dict[str, Any]], suite_p
         lines += ["", "Which setting won (average-model accuracy, ties broken by macro-F1):", "", *findings]
     if noise is not None:
         lines += ["", _noise_line(deca, noise)]
+    if deca is not None:
+        lines += _unmeasured(deca["config"])
     plots = ", ".join(f"[{name}]({(suite_path / name).as_posix()})" for name in _plot_names(results))
     lines += ["", f"Plots: {plots}"]
     return "\n".join(lines) + "\n"
@@ -122,6 +124,18 @@ def _provenance(suite: dict[str, Any], results: list[dict[str, Any]], reference:
         f"at most {data['max_tokens']} tokens, {data['test_size']} held-out examples",
         *_reruns(suite),
     ]
+
+
+def _unmeasured(config: dict[str, Any]) -> list[str]:
+    """Open points this suite's schedule cannot tell apart, derived from the DECA run's config."""
+    algorithm = config["algorithm"]
+    lines = []
+    if algorithm["rounds"] == 1:
+        lines.append("moment lifetime: with one round every block is activated once, so `persistent` and "
+                     "`per_activation` moments are the same run")
+    if algorithm["blocks"]["order"] == "fixed":
+        lines.append(f"block order: the schedule visits the fixed blocks {algorithm['blocks']['fixed_order']}")
+    return ["", "Not measured by this suite: " + "; ".join(lines) + "."] if lines else []
 
 
 def _reruns(suite: dict[str, Any]) -> list[str]:

@@ -18,8 +18,8 @@ CONFIG = {
     "data": {"batch_size": 2, "max_tokens": 80, "test_size": TEST_SIZE},
     "partition": {"type": "dirichlet", "alpha": 0.25},
     "topology": {"type": "erdos_renyi"},
-    "algorithm": {"lr": 1e-4, "variant": "full", "h_sign": "old_minus_new", "h_scale": "lr",
-                  "blocks": {"layers_per_block": 2}},
+    "algorithm": {"lr": 1e-4, "rounds": 1, "variant": "full", "h_sign": "old_minus_new", "h_scale": "lr",
+                  "blocks": {"layers_per_block": 2, "order": "fixed", "fixed_order": [14, 13]}},
 }
 META = {"git": {"commit": "abc123", "dirty": True}, "date_utc": "2026-01-01T00:00:00+00:00",
         "machine": {"cpu_model": "Test CPU", "cpu_cores": 2, "gpu": None}, "versions": {}}
@@ -116,6 +116,7 @@ def test_methods_table_converts_units_and_marks_missing_per_client_scores():
     assert deca[5:] == [f"{3.5 * MIB / 2**20:.1f}", f"{12.25 * MIB / 2**20:.1f}", "61.5", "0.250"]
     assert lora[3:5] == ["—", "—"]
     assert f"{SUITE['wall_time_s'] / 60:.1f} min" in text and "1 seed (0)" in text
+    assert "with one round every block is activated once" in text and "fixed blocks [14, 13]" in text
     assert f"{TEST_SIZE} held-out examples" in text and "(with uncommitted changes)" in text
 
 
