@@ -149,7 +149,8 @@ class RegexGroup(_Part):
 class BlocksConfig(_Part):
     """How parameters are cut into blocks and in which order blocks are visited."""
 
-    layers_per_block: int = Field(2, ge=1)
+    layers_per_block: int = Field(1, ge=1)
+    """Consecutive transformer layers per block (1: measured best, BENCHMARKS.md section Q)."""
     include_embeddings: bool = False
     include_final_norm: bool = False
     include_lm_head: bool = False
@@ -206,7 +207,8 @@ class AlgorithmConfig(_Part):
     """β2."""
     variant: Literal["full", "without_bma", "trivial_bma"] = "full"
     h_sign: Literal["old_minus_new", "new_minus_old"] = "old_minus_new"
-    h_scale: Literal["raw", "lr", "unit_norm"] = "lr"
+    h_scale: Literal["raw", "lr", "unit_norm"] = "unit_norm"
+    """Scale of h: ``unit_norm`` measured best (BENCHMARKS.md section Q); ``lr`` divides by γ; ``raw``."""
     moment_lifetime: Literal["per_activation", "persistent"] = "per_activation"
     blocks: BlocksConfig = BlocksConfig()
     lora: LoraConfig = LoraConfig()

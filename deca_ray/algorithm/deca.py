@@ -35,7 +35,7 @@ class DecaHyperParams:
     bma_beta2: float = 0.999  # β2
     variant: str = "full"
     h_sign: str = "old_minus_new"
-    h_scale: str = "lr"
+    h_scale: str = "unit_norm"
 
     def __post_init__(self) -> None:
         for value, allowed, name in (

@@ -51,6 +51,8 @@ GROUPS: tuple[tuple[str, tuple[str, ...], Callable[[dict[str, Any]], str]], ...]
     ("BMA", ("ablation-without_bma", "ablation-trivial_bma"), _bma_setting),
     ("layers per block", ("ablation-one_layer_blocks",), _layers_setting),
     ("topology", ("ablation-ring", "ablation-bipartite"), _topology_setting),
+    ("defaults chosen from this suite", ("ablation-chosen_defaults",),
+     lambda config: f"{_h_setting(config)}, {_layers_setting(config)}"),
 )
 
 

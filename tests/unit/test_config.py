@@ -87,7 +87,7 @@ def test_fingerprint_is_stable_across_calls_and_equal_configs():
         "num_clients=6",
         "algorithm.lr=1e-3",
         "algorithm.inner_steps=2",
-        "algorithm.blocks.layers_per_block=1",
+        "algorithm.blocks.layers_per_block=3",
         "model.name=tiny-llama",
         "data.max_tokens=64",
         "partition.alpha=1.0",
