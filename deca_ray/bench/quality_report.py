@@ -154,7 +154,7 @@ def _before(results: list[dict[str, Any]]) -> dict[str, float] | None:
 
 def _methods_table(methods: list[dict[str, Any]], before: dict[str, float] | None) -> list[str]:
     lines = ["| method | lr | accuracy (avg model) | macro-F1 (avg model) | accuracy (clients, mean ± std) "
-             "| macro-F1 (clients, mean ± std) | MiB sent per client | peak tensor MiB per client | wall time (s) "
+             "| macro-F1 (clients, mean ± std) | MiB sent per client | tensor MiB per client (weights + grads + optimizer state) | wall time (s) "
              "| median step (s) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     if before is not None:
@@ -190,8 +190,9 @@ def _ablations_table(deca: dict[str, Any] | None, ablations: list[dict[str, Any]
 
 
 def _default_label(deca: dict[str, Any]) -> str:
-    settings = ", ".join(describe(deca["config"]) for _, _, describe in GROUPS)
-    return f"DECA default ({settings})"
+    # Groups may describe the same setting (the chosen-defaults group repeats h and layers): once each.
+    parts = (part for _, _, describe in GROUPS for part in describe(deca["config"]).split(", "))
+    return f"DECA default ({', '.join(dict.fromkeys(parts))})"
 
 
 def _winner(group: tuple[str, tuple[str, ...], Callable[[dict[str, Any]], str]], deca: dict[str, Any] | None,
