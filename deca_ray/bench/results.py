@@ -29,12 +29,13 @@ def metadata(now: datetime | None = None) -> dict[str, Any]:
 
 
 def git_info(repo: Path | None = None) -> dict[str, Any]:
-    """HEAD and whether tracked files differ from it (untracked files do not count)."""
+    """HEAD and whether tracked files differ from it (untracked files and result files do not count:
+    a re-run writes results into a committed suite while it measures)."""
     if os.environ.get("DECA_RAY_COMMIT"):  # a copy of the tree without .git (e.g. a GPU machine)
         return {"commit": os.environ["DECA_RAY_COMMIT"], "dirty": None}
     repo = repo or Path(deca_ray.__file__).resolve().parent.parent
     commit = _git(repo, "rev-parse", "HEAD")
-    status = _git(repo, "status", "--porcelain", "--untracked-files=no")
+    status = _git(repo, "status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){DEFAULT_RESULTS_DIR}")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
