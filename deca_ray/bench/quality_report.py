@@ -143,7 +143,7 @@ def _unmeasured(config: dict[str, Any]) -> list[str]:
 def _reruns(suite: dict[str, Any]) -> list[str]:
     """Runs measured again after the suite (a fix changed them); their files record their own commit."""
     return [f"- re-run after the suite: `{rerun['run']}` at commit `{rerun['commit']}` on {rerun['date_utc']} "
-            f"({rerun['wall_time_s'] / 60:.1f} min); the replaced result is kept in `superseded/`"
+            f"({rerun['wall_time_s'] / 60:.1f} min); a result it replaced is kept in `superseded/`"
             for rerun in suite.get("reruns", [])]
 
 
