@@ -15,14 +15,14 @@ from dataclasses import dataclass
 
 import torch
 
-from deca_ray.algorithm.blocks import BlockPartition, partition_model
+from deca_ray.algorithm.blocks import BlockPartition, layers_of, partition_model
 from deca_ray.algorithm.deca import BlockMoments, HalfStep, apply_bma, discrepancy
 from deca_ray.config import AlgorithmConfig, EvaluationConfig, ExperimentConfig, ModelConfig
 from deca_ray.data.batching import BatchSampler, collate
 from deca_ray.data.types import EncodedExample, PreparedData
 from deca_ray.evaluate import evaluate
 from deca_ray.methods import get_method
-from deca_ray.methods.base import Method, layers_of
+from deca_ray.methods.base import Method
 from deca_ray.models import clone_sharing_weights, load_model, seeded_rng
 from deca_ray.schedule import covered_blocks
 
@@ -65,10 +65,14 @@ def block_partition(model: torch.nn.Module, algorithm: AlgorithmConfig) -> Block
     )
 
 
+def client_device() -> torch.device:
+    """An actor sees only its own GPU (Ray sets CUDA_VISIBLE_DEVICES), so "cuda" is that one."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def shared_base_model(spec: ClientSpec) -> torch.nn.Module:
     """The pretrained weights once, on this process's device, for clients built with ``shared_base``."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return load_model(spec.model, spec.vocab_size, seed=spec.seed).to(device).requires_grad_(False)
+    return load_model(spec.model, spec.vocab_size, seed=spec.seed).to(client_device()).requires_grad_(False)
 
 
 def prepare_for_method(model: torch.nn.Module, algorithm: AlgorithmConfig, method: Method) -> None:
@@ -91,12 +95,14 @@ class ClientWorker:
         self.method: Method = get_method(spec.algorithm.type)
         self.hp = self.method.hyper_params(spec.algorithm)
         self.sampler = BatchSampler(len(self.shard), spec.batch_size, spec.seed, spec.client_index)
-        # An actor sees only its own GPU (Ray sets CUDA_VISIBLE_DEVICES), so "cuda" is that one.
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = client_device()
         self.model = self._build_model(shared_base)
         self.partition = block_partition(self.model, spec.algorithm)
         self.covered = covered_blocks(self.partition.num_blocks, spec.algorithm)
         self._parameters = dict(self.model.named_parameters())
+        # Fixed after construction; summed once rather than in every half-step's metrics.
+        self._weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        self._weight_size = next(self.model.parameters()).element_size()
         # Names whose tensors still belong to shared_base: written only after being made private.
         self._shared: set[str] = set(self._parameters) if shared_base is not None else set()
         self._persistent = spec.algorithm.moment_lifetime == "persistent" or not self.method.block_wise
@@ -293,9 +299,8 @@ class ClientWorker:
 
     def tensor_memory(self) -> dict[str, int]:
         """Bytes of the tensors training holds now: weights, active-block grads, fp32 master, moments."""
-        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        weights, weight_size = self._weight_bytes, self._weight_size
         active = self._flat.numel() if self._flat is not None else 0
-        weight_size = next(self.model.parameters()).element_size()
         master = active * 4 if weight_size != 4 else 0
         moments = (self._moments.m.numel() + self._moments.v.numel()) * 4 if self._moments is not None else 0
         return {"weights": weights, "grads": active * weight_size, "master": master, "moments": moments,

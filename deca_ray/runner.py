@@ -132,8 +132,7 @@ def _backend(config: ExperimentConfig, inputs: Inputs, stack: ExitStack):
     from deca_ray.runtime.cluster import connect, disconnect
     from deca_ray.runtime.ray_group import RayClientGroup, RemoteTopology
 
-    started_here = connect(config.runtime)
-    stack.callback(disconnect, started_here)
+    stack.callback(disconnect, connect(config.runtime))
     topology = RemoteTopology(service)
     group = RayClientGroup(client_specs(config, inputs), inputs.data.client_shards, config.runtime)
     stack.callback(group.shutdown)

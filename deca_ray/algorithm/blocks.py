@@ -92,6 +92,17 @@ def partition_parameters(
     return BlockPartition(blocks=blocks, frozen=tuple(frozen))
 
 
+def layer_of(name: str) -> int | None:
+    """The transformer layer a parameter or module name belongs to (None: outside the layers)."""
+    match = _LAYER.search(f"{name}.")
+    return int(match.group(1)) if match else None
+
+
+def layers_of(names: Sequence[str]) -> list[int]:
+    """Transformer layer indices that parameter ``names`` belong to, ascending."""
+    return sorted({layer for name in names if (layer := layer_of(name)) is not None})
+
+
 def partition_model(model: torch.nn.Module, **options: object) -> BlockPartition:
     """``partition_parameters`` over a module's (de-duplicated) named parameters."""
     return partition_parameters([(n, p.numel()) for n, p in model.named_parameters()], **options)  # type: ignore[arg-type]

@@ -11,7 +11,8 @@ import copy
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,24 +35,16 @@ def run_quality_benchmark(
     ``into``: re-run those runs inside an existing suite instead (after a fix that changes them);
     each replaced result moves to ``superseded/`` and ``suite.json`` lists the re-run.
     """
-    from deca_ray.runtime.cluster import connect, disconnect
-
     runs = [run for run in preset.runs if only is None or only(run)]
     if into is not None:
         return _rerun_into(preset, runs, into, output_dir)
     suite_dir = _new_suite_dir(results_dir)
     configs = {run.name: run_config(preset, run, output_dir) for run in runs}  # bad overrides fail before any run
     started = time.perf_counter()
-    ray_started = any(config.runtime.backend == "ray" for config in configs.values()) and connect(
-        next(c.runtime for c in configs.values() if c.runtime.backend == "ray")
-    )
-    try:
+    with _one_ray_connection(configs.values()):
         for run in runs:
             logger.info("quality benchmark: %s (%s)", run.name, run.label)
             _write(suite_dir / f"{run.name}.json", _run_one(preset, run, configs[run.name]))
-    finally:
-        if ray_started:
-            disconnect(True)
     suite = {"preset": preset.name, "runs": [run.name for run in runs], "wall_time_s": time.perf_counter() - started,
              "metadata": metadata()}
     _write(suite_dir / SUITE_FILE, suite)
@@ -60,7 +53,6 @@ def run_quality_benchmark(
 
 def _rerun_into(preset: QualityPreset, runs: list[QualityRun], suite_dir: Path, output_dir: Path) -> Path:
     from deca_ray.errors import ConfigError
-    from deca_ray.runtime.cluster import connect, disconnect
 
     if not (suite_dir / SUITE_FILE).is_file():
         raise ConfigError(f"--into {suite_dir}: no {SUITE_FILE} there; pass a finished quality-* suite directory")
@@ -68,10 +60,7 @@ def _rerun_into(preset: QualityPreset, runs: list[QualityRun], suite_dir: Path, 
     if suite["preset"] != preset.name:
         raise ConfigError(f"--into {suite_dir} holds preset {suite['preset']!r}, not {preset.name!r}")
     configs = {run.name: run_config(preset, run, output_dir) for run in runs}
-    ray_started = any(c.runtime.backend == "ray" for c in configs.values()) and connect(
-        next(c.runtime for c in configs.values() if c.runtime.backend == "ray")
-    )
-    try:
+    with _one_ray_connection(configs.values()):
         for run in runs:
             logger.info("quality benchmark, re-run into %s: %s (%s)", suite_dir.name, run.name, run.label)
             result = _run_one(preset, run, configs[run.name])
@@ -82,13 +71,23 @@ def _rerun_into(preset: QualityPreset, runs: list[QualityRun], suite_dir: Path, 
                  "wall_time_s": result["metrics"]["wall_time_s"]})
             if run.name not in suite["runs"]:
                 suite["runs"].append(run.name)
-    finally:
-        if ray_started:
-            disconnect(True)
     staged = suite_dir / f"{SUITE_FILE}.tmp"
     staged.write_text(json.dumps(suite, indent=2, default=str) + "\n")
     staged.replace(suite_dir / SUITE_FILE)  # atomic: a crash leaves the old record, never half of one
     return suite_dir
+
+
+@contextmanager
+def _one_ray_connection(configs: Iterable[ExperimentConfig]) -> Iterator[None]:
+    """One Ray cluster (or connection) for every run of a suite, if any run uses Ray."""
+    from deca_ray.runtime.cluster import connect, disconnect
+
+    runtime = next((config.runtime for config in configs if config.runtime.backend == "ray"), None)
+    connected_here = runtime is not None and connect(runtime)
+    try:
+        yield
+    finally:
+        disconnect(connected_here)
 
 
 def _supersede(suite_dir: Path, run: str) -> None:

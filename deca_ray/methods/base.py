@@ -16,8 +16,8 @@ and exchange their whole trainable set at every step; the schedule's block is th
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import ClassVar
 
 import torch
@@ -26,8 +26,6 @@ from deca_ray.algorithm.blocks import BlockPartition
 from deca_ray.algorithm.deca import BlockMoments, DecaHyperParams, HalfStep, local_half_step
 from deca_ray.algorithm.mixing import average_states, mix
 from deca_ray.config import AlgorithmConfig
-
-_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
 
 Layout = Sequence[tuple[str, torch.Size]]
 """Names and shapes of the parameters packed, in order, into the flat vector a client sends."""
@@ -44,13 +42,17 @@ class Method:
     """False: no edges (W = I), nothing is sent."""
     centralised: ClassVar[bool] = False
     """True: one client holding every client's training data."""
+    bma: ClassVar[bool] = False
+    """Whether h and the BMA correction follow the mix (else the mix result is simply the new x)."""
 
     def hyper_params(self, algorithm: AlgorithmConfig) -> DecaHyperParams:
-        """Adam (α1, α2, ε, γ from the config), no BMA: the mix result is the new x."""
-        return DecaHyperParams(
-            lr=algorithm.lr, adam_beta1=algorithm.adam_beta1, adam_beta2=algorithm.adam_beta2,
-            eps=algorithm.eps, variant="without_bma",
+        """The inner step's hyper-parameters from the config; without BMA unless the method uses it."""
+        hp = DecaHyperParams(
+            lr=algorithm.lr, adam_beta1=algorithm.adam_beta1, adam_beta2=algorithm.adam_beta2, eps=algorithm.eps,
+            bma_beta1=algorithm.bma_beta1, bma_beta2=algorithm.bma_beta2, variant=algorithm.variant,
+            h_sign=algorithm.h_sign, h_scale=algorithm.h_scale,
         )
+        return hp if self.bma else replace(hp, variant="without_bma")
 
     def prepare_model(self, model: torch.nn.Module, algorithm: AlgorithmConfig, layers: Sequence[int]) -> None:
         """Add the method's own modules to ``model`` (in place), on transformer ``layers`` only."""
@@ -82,17 +84,6 @@ class Method:
     def average(self, states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """The network-average model's trained tensors (x̄ = mean of the clients' by default)."""
         return average_states(states)
-
-
-def layer_of(name: str) -> int | None:
-    """The transformer layer a parameter or module name belongs to (None: outside the layers)."""
-    match = _LAYER_INDEX.search(f"{name}.")
-    return int(match.group(1)) if match else None
-
-
-def layers_of(names: Sequence[str]) -> list[int]:
-    """Transformer layer indices that parameter ``names`` belong to, ascending."""
-    return sorted({layer for name in names if (layer := layer_of(name)) is not None})
 
 
 def split_flat(flat: torch.Tensor, layout: Layout) -> dict[str, torch.Tensor]:

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 import torch
 
 from deca_ray.algorithm.baselines import decaf_mix
+from deca_ray.algorithm.blocks import layer_of
 from deca_ray.config import AlgorithmConfig
 from deca_ray.methods import register
-from deca_ray.methods.base import Layout, Method, layer_of, split_flat
+from deca_ray.methods.base import Layout, Method, split_flat
 
 
 @register

@@ -14,7 +14,8 @@ logger = logging.getLogger(__name__)
 
 
 def connect(runtime: RuntimeConfig) -> bool:
-    """Initialise Ray; returns True when this process started the cluster (and must stop it).
+    """Initialise Ray; returns True when this call did (so the caller must ``disconnect``), False
+    when the caller's process was already connected (a benchmark running many experiments).
 
     Ray 2.60 enables token auth by default and a driver whose mode differs from the cluster's
     sees every actor die at creation, so the mode is always set explicitly.
@@ -28,7 +29,7 @@ def connect(runtime: RuntimeConfig) -> bool:
         if address:
             ray.init(address=address, log_to_driver=True)
             logger.info("connected to Ray cluster at %s", address)
-            return False
+            return True
         context = ray.init(
             address="local",
             include_dashboard=runtime.include_dashboard,
@@ -47,8 +48,8 @@ def connect(runtime: RuntimeConfig) -> bool:
     return True
 
 
-def disconnect(started_here: bool) -> None:
-    if ray.is_initialized():
+def disconnect(connected_here: bool) -> None:
+    """Undo ``connect``: only a connection this call's ``connect`` made (an embedded cluster stops)."""
+    if connected_here and ray.is_initialized():
         ray.shutdown()
-    if started_here:
-        logger.info("stopped embedded Ray cluster")
+        logger.info("disconnected from Ray (an embedded cluster stops with it)")
