@@ -14,7 +14,7 @@ from deca_ray.config import ExperimentConfig
 from deca_ray.data.prepare import prepare_data
 from deca_ray.data.types import PreparedData
 from deca_ray.errors import ConfigError
-from deca_ray.methods import Method, get_method
+from deca_ray.methods import Method, build_method
 from deca_ray.models import load_tokenizer, model_skeleton, seeded_rng
 from deca_ray.schedule import covered_blocks
 
@@ -40,7 +40,7 @@ class Inputs:
 
 def prepare_inputs(config: ExperimentConfig) -> Inputs:
     """Tokenizer, data and graph; a centralised method gets one client holding every shard."""
-    method = get_method(config.algorithm.type)  # an unknown name fails here, before any data work
+    method = build_method(config.algorithm)
     tokenizer = load_tokenizer(config.model)
     check_method_fits_model(config, method, len(tokenizer))
     data = prepare_data(config, tokenizer)

@@ -18,9 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-VARIANTS = ("full", "without_bma", "trivial_bma")
-H_SIGNS = ("old_minus_new", "new_minus_old")
-H_SCALES = ("raw", "lr", "unit_norm")
+from deca_ray.algorithm.choices import H_SCALES, H_SIGNS, VARIANTS
 
 
 @dataclass(frozen=True)
@@ -116,9 +114,14 @@ def apply_bma(moments: BlockMoments, half: HalfStep, h: torch.Tensor | None, hp:
     ``h`` may be None only for ``without_bma``, which does not read it.
     """
     if hp.variant == "without_bma":
-        moments.m, moments.v = half.m_local, half.v_local
+        keep_local_moments(moments, half)
         return
     assert h is not None, "BMA needs the discrepancy h"
     base_m, base_v = (moments.m, moments.v) if hp.variant == "trivial_bma" else (half.m_local, half.v_local)
     moments.m = base_m.lerp_(h, 1 - hp.bma_beta1)  # β1·base + (1−β1)·h
     moments.v = base_v.mul_(hp.bma_beta2).addcmul_(h, h, value=1 - hp.bma_beta2)
+
+
+def keep_local_moments(moments: BlockMoments, half: HalfStep) -> None:
+    """No correction (without BMA, β1 = β2 = 1): the moments are the fresh local statistics m', v'."""
+    moments.m, moments.v = half.m_local, half.v_local

@@ -8,11 +8,13 @@ to zero so training starts from the pretrained function (Houlsby et al.; Pfeiffe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from deca_ray.config import AlgorithmConfig
+from deca_ray.config import AlgorithmConfig, ConfigPart
 from deca_ray.methods import register
 from deca_ray.methods.base import Method
 
@@ -31,12 +33,28 @@ class BottleneckAdapter(nn.Module):
         return hidden + self.up(nn.functional.gelu(self.down(hidden)))
 
 
+class AdapterShape(ConfigPart):
+    """Bottleneck adapters: one after each covered layer's MLP (Pfeiffer placement)."""
+
+    bottleneck: int = Field(32, ge=1)
+    """Hidden width of the down-projection."""
+
+
+class AdapterOptions(AlgorithmConfig):
+    """Options of ``dec_adapter``."""
+
+    type: Literal["dec_adapter"] = "dec_adapter"
+    adapter: AdapterShape = AdapterShape()
+
+
 @register
 class DecAdapter(Method):
     name = "dec_adapter"
     summary = "bottleneck adapters after each covered layer's MLP, trained with Adam, gossip-averaged"
+    options = AdapterOptions
+    config: AdapterOptions
 
-    def prepare_model(self, model: torch.nn.Module, algorithm: AlgorithmConfig, layers: Sequence[int]) -> None:
+    def prepare_model(self, model: torch.nn.Module, layers: Sequence[int]) -> None:
         if not layers:
             raise ValueError("the blocks the schedule trains hold no transformer layer to put adapters on; "
                              "set algorithm.blocks.fixed_order to layer blocks")
@@ -44,7 +62,7 @@ class DecAdapter(Method):
         hidden_size = model.config.hidden_size
         for index in layers:
             layer = decoder_layers[index]
-            adapter = BottleneckAdapter(hidden_size, algorithm.adapter.bottleneck).to(
+            adapter = BottleneckAdapter(hidden_size, self.config.adapter.bottleneck).to(
                 dtype=next(layer.parameters()).dtype, device=next(layer.parameters()).device
             )
             layer.add_module("adapter", adapter)  # parameter names: model.layers.N.adapter.{down,up}.*

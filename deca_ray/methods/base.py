@@ -7,7 +7,8 @@ the tensors being trained; it asks its Method
 - which parameters are trained while schedule block k is active (``trained_names``),
 - the local half-step (``local_step``: Adam, SGD) and whether moments restart per block,
 - how received tensors are combined (``combine``: a weighted average, or DeCAF's SVD),
-- whether the signal h and BMA follow the mix (``hyper_params().variant``).
+- whether the signal h and BMA follow the mix (``uses_bma``),
+- which options it takes (``options``: a pydantic model extending ``AlgorithmConfig``).
 
 Every method walks the same schedule (rounds × blocks × inner steps), so the same config gives
 every method the same number of local gradient steps. Methods that are not block-wise train
@@ -17,7 +18,6 @@ and exchange their whole trainable set at every step; the schedule's block is th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import ClassVar
 
 import torch
@@ -36,25 +36,36 @@ class Method:
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    options: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
+    """The pydantic model of ``algorithm`` for this method: its own options beside the shared ones."""
     block_wise: ClassVar[bool] = False
     """Train only the active block, with moments that restart at each activation (DECA)."""
     gossips: ClassVar[bool] = True
     """False: no edges (W = I), nothing is sent."""
     centralised: ClassVar[bool] = False
     """True: one client holding every client's training data."""
-    bma: ClassVar[bool] = False
-    """Whether h and the BMA correction follow the mix (else the mix result is simply the new x)."""
 
-    def hyper_params(self, algorithm: AlgorithmConfig) -> DecaHyperParams:
-        """The inner step's hyper-parameters from the config; without BMA unless the method uses it."""
-        hp = DecaHyperParams(
-            lr=algorithm.lr, adam_beta1=algorithm.adam_beta1, adam_beta2=algorithm.adam_beta2, eps=algorithm.eps,
-            bma_beta1=algorithm.bma_beta1, bma_beta2=algorithm.bma_beta2, variant=algorithm.variant,
-            h_sign=algorithm.h_sign, h_scale=algorithm.h_scale,
-        )
-        return hp if self.bma else replace(hp, variant="without_bma")
+    def __init__(self, config: AlgorithmConfig) -> None:
+        if not isinstance(config, self.options):
+            raise TypeError(f"method {self.name} takes {self.options.__name__}, not {type(config).__name__}")
+        self.config = config
 
-    def prepare_model(self, model: torch.nn.Module, algorithm: AlgorithmConfig, layers: Sequence[int]) -> None:
+    @property
+    def uses_bma(self) -> bool:
+        """Whether h and the BMA correction follow the mix (else the mix result is simply the new x)."""
+        return False
+
+    @property
+    def persistent_moments(self) -> bool:
+        """Keep each trained set's moments across activations (always, for a method that is not block-wise)."""
+        return not self.block_wise
+
+    def hyper_params(self) -> DecaHyperParams:
+        """The inner step's hyper-parameters: the local optimizer's (and BMA's, for a method that has it)."""
+        config = self.config
+        return DecaHyperParams(lr=config.lr, adam_beta1=config.adam_beta1, adam_beta2=config.adam_beta2, eps=config.eps)
+
+    def prepare_model(self, model: torch.nn.Module, layers: Sequence[int]) -> None:
         """Add the method's own modules to ``model`` (in place), on transformer ``layers`` only."""
 
     def trainable(self, name: str) -> bool:

@@ -10,25 +10,46 @@ receiving products, for r·(in + out) numbers instead of in·out.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
+from pydantic import Field
 
 from deca_ray.algorithm.baselines import decaf_mix
 from deca_ray.algorithm.blocks import layer_of
-from deca_ray.config import AlgorithmConfig
+from deca_ray.config import AlgorithmConfig, ConfigPart
 from deca_ray.methods import register
 from deca_ray.methods.base import Layout, Method, split_flat
+
+
+class LoraFactors(ConfigPart):
+    """LoRA factors (built with peft on the layers DECA's blocks cover)."""
+
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    """Scaling numerator: the update is (alpha / rank)·B·A."""
+    target_modules: list[str] = ["q_proj", "v_proj"]
+    """Module name suffixes that get LoRA factors (peft ``target_modules``)."""
+
+
+class LoraOptions(AlgorithmConfig):
+    """Options of ``dec_lora`` and ``decaf``."""
+
+    type: Literal["dec_lora", "decaf"] = "dec_lora"
+    lora: LoraFactors = LoraFactors()
 
 
 @register
 class DecLora(Method):
     name = "dec_lora"
     summary = "LoRA factors trained with Adam; A and B gossip-averaged separately every step"
+    options = LoraOptions
+    config: LoraOptions
 
-    def prepare_model(self, model: torch.nn.Module, algorithm: AlgorithmConfig, layers: Sequence[int]) -> None:
+    def prepare_model(self, model: torch.nn.Module, layers: Sequence[int]) -> None:
         from peft import LoraConfig, inject_adapter_in_model
 
-        lora = algorithm.lora
+        lora = self.config.lora
         covered = set(layers)
         targets = [
             name for name, _ in model.named_modules()
@@ -51,9 +72,9 @@ class Decaf(DecLora):
     name = "decaf"
     summary = "LoRA; gossip-average the products B·A and re-factorise to rank r by truncated SVD"
 
-    def prepare_model(self, model: torch.nn.Module, algorithm: AlgorithmConfig, layers: Sequence[int]) -> None:
-        super().prepare_model(model, algorithm, layers)
-        rank = algorithm.lora.rank
+    def prepare_model(self, model: torch.nn.Module, layers: Sequence[int]) -> None:
+        super().prepare_model(model, layers)
+        rank = self.config.lora.rank
         too_narrow = [name for name, module in model.named_modules()
                       if hasattr(module, "base_layer") and min(module.base_layer.weight.shape) < rank]
         if too_narrow:

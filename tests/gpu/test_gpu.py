@@ -20,14 +20,14 @@ def test_bf16_client_runs_on_the_gpu_and_matches_fp32_adam():
     adam = torch.optim.Adam([reference], lr=1e-2)
     for _ in range(3):
         client.half_step()
-        grad = torch.cat([client._parameters[n].grad.reshape(-1) for n in names]).float()
+        grad = torch.cat([client.weights.parameters[n].grad.reshape(-1) for n in names]).float()
         client.mix([], self_weight=1.0)
         reference.grad = grad
         adam.step()
     master = client.active_block_tensor()
     assert master.is_cuda and master.dtype == torch.float32
     torch.testing.assert_close(master, reference.detach(), rtol=0, atol=1e-6)
-    weights = torch.cat([client._parameters[n].detach().reshape(-1) for n in names])
+    weights = torch.cat([client.weights.parameters[n].detach().reshape(-1) for n in names])
     assert torch.equal(weights, master.to(torch.bfloat16))
 
 

@@ -41,7 +41,7 @@ def test_one_client_without_bma_equals_torch_adam_restarted_at_each_block():
             oracle_model(**batch).loss.backward()
             adam.step()
             for n in names:
-                diff = (client._parameters[n] - oracle_params[n]).abs().max().item()
+                diff = (client.weights.parameters[n] - oracle_params[n]).abs().max().item()
                 max_diff = max(max_diff, diff)
     # Assert: the parameters moved and track Adam to 1e-6
     assert max_diff <= 1e-6
@@ -160,10 +160,10 @@ def test_persistent_moments_survive_block_switches():
     client.begin_block(0)
     client.half_step()
     client.mix([], 1.0)
-    saved = client._moments
+    saved = client.block.moments
     client.begin_block(1)
     client.begin_block(0)
-    assert client._moments is saved and saved.step == 1
+    assert client.block.moments is saved and saved.step == 1
 
 
 def test_algorithm_package_never_imports_ray_mlflow_or_pydantic():

@@ -18,8 +18,11 @@ from tests.helpers import tiny_client, tiny_config
 ALL_METHODS = ["centralized_adam", "dadam", "dec_adapter", "dec_lora", "deca", "decaf", "dsgd", "local_block_adam"]
 
 
+OWN_OPTIONS = {"dec_lora": {"lora": {"rank": 2}}, "decaf": {"lora": {"rank": 2}}, "dec_adapter": {"adapter": {"bottleneck": 4}}}
+
+
 def _clients(method: str, count: int = 3, **algorithm):
-    config = tiny_config(algorithm={"type": method, "lora": {"rank": 2}, "adapter": {"bottleneck": 4}} | algorithm)
+    config = tiny_config(algorithm={"type": method} | OWN_OPTIONS.get(method, {}) | algorithm)
     return config, [tiny_client(config, i) for i in range(count)]
 
 
@@ -30,7 +33,7 @@ def _one_exchange(clients, weights):
     halves = [client.half_step()[0].clone() for client in clients]
     for i, client in enumerate(clients):
         client.mix([(halves[j], weights[i][j]) for j in range(len(clients)) if j != i], weights[i][i])
-    return [split_flat(half, clients[0]._layout) for half in halves]
+    return [split_flat(half, clients[0].block.layout) for half in halves]
 
 
 RING3 = [[1 / 3] * 3] * 3  # Metropolis–Hastings weights of a 3-ring
@@ -52,7 +55,7 @@ def test_dec_lora_trains_and_averages_a_and_b_separately():
     # Execute
     halves = _one_exchange(clients, RING3)
     # Assert: only LoRA factors are trained, and each factor is the plain average of the neighbours' factors
-    names = clients[0]._active_names
+    names = clients[0].block.names
     assert names and all(".lora_A." in n or ".lora_B." in n for n in names)
     assert set(x0) == set(names)
     state = clients[0].trainable_state()
@@ -65,7 +68,7 @@ def test_decaf_mixes_lora_products_and_refactorises_them():
     _, clients = _clients("decaf")
     halves = _one_exchange(clients, RING3)
     state = clients[1].trainable_state()
-    for a in (n for n in clients[1]._active_names if ".lora_A." in n):
+    for a in (n for n in clients[1].block.names if ".lora_A." in n):
         b = a.replace(".lora_A.", ".lora_B.")
         best_b, best_a = refactorise(sum(h[b] @ h[a] for h in halves) / 3, rank=2)
         torch.testing.assert_close(state[b] @ state[a], best_b @ best_a, rtol=1e-4, atol=1e-6)
@@ -78,7 +81,7 @@ def test_dec_adapter_starts_as_the_pretrained_function_and_averages_every_adapte
     batch = torch.tensor([[1, 2, 3, 4, 5]])
     torch.testing.assert_close(clients[0].model(input_ids=batch).logits, plain.model(input_ids=batch).logits)
     halves = _one_exchange(clients, RING3)
-    names = clients[2]._active_names
+    names = clients[2].block.names
     layers = config.model.tiny.num_layers
     assert len(names) == layers * 4 and all(".adapter." in name for name in names)  # down/up weight + bias
     state = clients[2].trainable_state()
@@ -92,11 +95,11 @@ def test_full_model_methods_train_every_covered_parameter_at_every_step(method):
     client = clients[0]
     client.begin_block(0)
     everything = set(client.partition.blocks[0].parameter_names) | set(client.partition.blocks[1].parameter_names)
-    assert set(client._active_names) == everything
+    assert set(client.block.names) == everything
     client.half_step(), client.mix([], 1.0)
-    moments = client._moments
+    moments = client.block.moments
     client.begin_block(1)  # a block switch keeps the buffer and the optimizer state
-    assert client._moments is moments and moments.step == 1
+    assert client.block.moments is moments and moments.step == 1
     assert client.block_bytes(0) == client.block_bytes(1) == client.partition.trainable_numel * 4
 
 
@@ -137,6 +140,7 @@ def test_local_block_adam_gets_no_edges_and_centralized_adam_one_client_with_all
 
 def test_a_new_method_is_one_registered_class(monkeypatch):
     # Prepare: a method that ignores its neighbours (a new exchange rule), registered by name only
+    method_names()  # the built-in methods are discovered into the real registry first
     monkeypatch.setattr("deca_ray.methods._REGISTRY", dict(_REGISTRY))
 
     @register
@@ -154,6 +158,52 @@ def test_a_new_method_is_one_registered_class(monkeypatch):
     states = [client.trainable_state() for client in clients]
     assert any(not torch.equal(states[0][name], states[1][name]) for name in states[0])
     assert "keep_own" in method_names()
+
+
+def test_a_new_method_with_its_own_options_is_one_test_module_class(monkeypatch):
+    # Prepare: a method with an option of its own (how far to move toward the neighbourhood mix),
+    # registered from here: no edit to the config, the client or the driver
+    from typing import Literal
+
+    from pydantic import Field
+
+    from deca_ray.algorithm.mixing import mix
+    from deca_ray.config import AlgorithmConfig
+
+    method_names()  # the built-in methods are discovered into the real registry first
+    monkeypatch.setattr("deca_ray.methods._REGISTRY", dict(_REGISTRY))
+
+    class PartialMixOptions(AlgorithmConfig):
+        type: Literal["partial_mix"] = "partial_mix"
+        pull: float = Field(1.0, ge=0, le=1)
+
+    @register
+    class PartialMix(Method):
+        name = "partial_mix"
+        summary = "test: x_new = x½ + pull·(mix − x½)"
+        options = PartialMixOptions
+
+        def combine(self, own, self_weight, neighbours, layout):
+            return own + self.config.pull * (mix(own, self_weight, neighbours) - own)
+
+    # Execute: the option validates, reaches the method, and a run goes through the reference loop
+    config, clients = _clients("partial_mix", pull=0.0)
+    run_reference(clients, build_topology("ring", 3), config.algorithm, seed=0)
+    # Assert: pull 0 keeps each client's own step (no agreement), and the option is the method's own
+    assert config.algorithm.pull == 0.0 and clients[0].method.config.pull == 0.0
+    states = [client.trainable_state() for client in clients]
+    assert any(not torch.equal(states[0][name], states[1][name]) for name in states[0])
+    with pytest.raises(ConfigError, match=r"algorithm.pull: unknown key for method 'deca': it is an option of partial_mix"):
+        tiny_config(algorithm={"pull": 0.5})
+    with pytest.raises(ConfigError, match=r"algorithm.pull: Input should be less than or equal to 1"):
+        tiny_config(algorithm={"type": "partial_mix", "pull": 2})
+
+
+def test_only_the_methods_own_options_are_in_its_config():
+    deca = tiny_config().algorithm.model_dump()
+    lora = tiny_config(algorithm={"type": "dec_lora"}).algorithm.model_dump()
+    assert "lora" not in deca and "adapter" not in deca and "h_scale" in deca
+    assert "lora" in lora and "h_scale" not in lora and "variant" not in lora
 
 
 def test_cli_lists_every_method_with_its_summary(capsys):
@@ -177,7 +227,7 @@ def test_rolling_back_to_the_start_forgets_the_optimizer_state(method):
     client.restore_state(tensors, meta)
     client.begin_block(0)
     # Assert: the parameters and the moments are those of a fresh start
-    assert client._moments.step == 0 and torch.count_nonzero(client._moments.m) == 0
+    assert client.block.moments.step == 0 and torch.count_nonzero(client.block.moments.m) == 0
     for name, value in client.trainable_state().items():
         assert torch.equal(value, x0[name]), name
 

@@ -23,7 +23,7 @@ def test_bf16_update_equals_fp32_adam_within_bf16_rounding():
 
     def half_step_capturing_grad():
         result = original_half_step()
-        params = [client._parameters[n] for n in names]
+        params = [client.weights.parameters[n] for n in names]
         captured["grad"] = torch.cat([p.grad.reshape(-1) for p in params]).float()
         return result
 
@@ -36,9 +36,9 @@ def test_bf16_update_equals_fp32_adam_within_bf16_rounding():
     # Assert: master == fp32 Adam; weights == master rounded to bf16; grads were bf16, moments fp32
     master = client.active_block_tensor()
     torch.testing.assert_close(master, reference.detach(), rtol=0, atol=1e-6)
-    weights = torch.cat([client._parameters[n].detach().reshape(-1) for n in names])
+    weights = torch.cat([client.weights.parameters[n].detach().reshape(-1) for n in names])
     assert weights.dtype == torch.bfloat16 and torch.equal(weights, master.to(torch.bfloat16))
-    assert client._moments.m.dtype == torch.float32
+    assert client.block.moments.m.dtype == torch.float32
     assert not torch.equal(master, master_before)
 
 

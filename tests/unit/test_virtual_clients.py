@@ -42,7 +42,7 @@ def test_loading_a_state_into_shared_weights_leaves_the_others_alone():
     base, clients = _shared_clients(tiny_config(), 2)
     name = clients[0].partition.blocks[1].parameter_names[0]
     before = base.get_parameter(name).clone()
-    clients[0].load_trainable_state({name: torch.zeros_like(before)})
+    clients[0].weights.load({name: torch.zeros_like(before)})
     assert torch.count_nonzero(clients[0].model.get_parameter(name)) == 0
     assert torch.equal(base.get_parameter(name), before)
     assert torch.equal(clients[1].model.get_parameter(name), before)
