@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,13 +25,14 @@ def score_labels(
     batch_size: int = 16,
     *,
     pad_token_id: int,
+    max_rows: int = 64,
 ) -> torch.Tensor:
     """Log-likelihood of each label's answer tokens after each prompt: (num_examples, num_labels).
 
     ``mean`` divides by the label's token count (length-normalised), ``sum`` does not.
     """
     sums = continuation_log_likelihoods(
-        model, examples, [list(label_answer_ids)] * len(examples), batch_size, pad_token_id
+        model, examples, [list(label_answer_ids)] * len(examples), batch_size, pad_token_id, max_rows
     )
     return _normalise(sums, [len(ids) for ids in label_answer_ids], scoring)
 
@@ -41,20 +43,23 @@ def continuation_log_likelihoods(
     candidates: Sequence[Sequence[tuple[int, ...]]],
     batch_size: int,
     pad_token_id: int,
+    max_rows: int = 64,
 ) -> torch.Tensor:
     """Summed log-probabilities of candidates[i][k] following example i's prompt: (num_examples, K).
 
     Each prompt runs once; its KV cache is copied per candidate, so the candidates (a few
     tokens each) are all that is recomputed: evaluation cost ~ one forward per example.
-    Memory: the copied cache holds batch × K prompts (SmolLM2, 160 tokens: ~7 MB each, so
-    batch 16 × 5 labels ≈ 0.6 GB).
+    Memory: a copied cache row per (prompt, candidate) pair, at most ``max_rows`` at once
+    (SmolLM2, 256 tokens: ~12 MB a row), so many labels are scored in chunks of candidates
+    instead of all at once (43 labels × batch 16 would hold 8 GB).
     """
     if not examples:
         return torch.zeros((0, 0))
     with _eval_mode(model):
         rows = [
             _batch_log_likelihoods(
-                model, examples[start : start + batch_size], candidates[start : start + batch_size], pad_token_id
+                model, examples[start : start + batch_size], candidates[start : start + batch_size], pad_token_id,
+                max_rows,
             )
             for start in range(0, len(examples), batch_size)
         ]
@@ -66,11 +71,33 @@ def _batch_log_likelihoods(
     examples: Sequence[EncodedExample],
     candidates: Sequence[Sequence[tuple[int, ...]]],
     pad_token_id: int,
+    max_rows: int,
 ) -> torch.Tensor:
     num_candidates = len(candidates[0])
     if any(len(row) != num_candidates or not all(row) for row in candidates):
         raise ValueError("every example needs the same number of candidates, each of at least one token")
-    cache, prefix_mask = _prompt_prefix_cache(model, examples, pad_token_id)
+    prompt_cache, prefix_mask = _prompt_prefix_cache(model, examples, pad_token_id)
+    per_chunk = max(1, max_rows // len(examples))
+    starts = range(0, num_candidates, per_chunk)
+    return torch.cat([
+        _chunk_log_likelihoods(
+            model, examples, [row[start : start + per_chunk] for row in candidates],
+            prompt_cache if start == starts[-1] else copy.deepcopy(prompt_cache), prefix_mask, pad_token_id,
+        )
+        for start in starts
+    ], dim=1)
+
+
+def _chunk_log_likelihoods(
+    model: PreTrainedModel,
+    examples: Sequence[EncodedExample],
+    candidates: Sequence[Sequence[tuple[int, ...]]],
+    cache: Cache,
+    prefix_mask: torch.Tensor,
+    pad_token_id: int,
+) -> torch.Tensor:
+    """(batch, K) for one chunk of K candidates per prompt; consumes ``cache`` (repeated in place)."""
+    num_candidates = len(candidates[0])
     cache.batch_repeat_interleave(num_candidates)  # rows: example-major, candidate-minor
     # Input per candidate: [last prompt token, candidate[:-1]]; logit t predicts candidate[t].
     device = model.device
@@ -131,7 +158,7 @@ def evaluate_classification(
     num_labels = len(data.label_answer_ids)
     # One extra candidate per example: its own answer (label + end-of-turn) gives the loss for free.
     candidates = [[*data.label_answer_ids, _answer_ids(example)] for example in examples]
-    sums = continuation_log_likelihoods(model, examples, candidates, config.batch_size, pad_token_id)
+    sums = continuation_log_likelihoods(model, examples, candidates, config.batch_size, pad_token_id, config.max_rows)
     scores = _normalise(sums[:, :num_labels], [len(ids) for ids in data.label_answer_ids], config.scoring)
     labels = torch.tensor([example.label for example in examples])
     metrics = classification_metrics(scores.argmax(dim=1), labels, num_labels)

@@ -9,7 +9,9 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from deca_ray.algorithm.topology import Topology, build_topology, isolated_topology
+from deca_ray.algorithm.blocks import layer_of
 from deca_ray.client import ClientSpec, ClientWorker, block_partition, prepare_for_method
+from deca_ray.client.forward import PREFIX_FAMILIES, lowest_trained_layer
 from deca_ray.config import ExperimentConfig
 from deca_ray.data.prepare import prepare_data
 from deca_ray.data.types import PreparedData
@@ -61,10 +63,27 @@ def check_method_fits_model(config: ExperimentConfig, method: Method, vocab_size
             prepare_for_method(skeleton, config.algorithm, method)
         partition = block_partition(skeleton, config.algorithm)
         covered = covered_blocks(partition.num_blocks, config.algorithm)
-        if not any(method.trained_names(partition, block, covered) for block in covered):
+        trained = [name for block in covered for name in method.trained_names(partition, block, covered)]
+        if not trained:
             raise ValueError(f"method {method.name} finds nothing to train in blocks {covered}")
+        if config.runtime.frozen_prefix == "on":
+            check_frozen_prefix(skeleton, trained)
     except ValueError as error:
         raise ConfigError(f"algorithm (type {config.algorithm.type}) does not fit {config.model.name}: {error}") from None
+
+
+def check_frozen_prefix(model: torch.nn.Module, trained_names: list[str]) -> None:
+    """``runtime.frozen_prefix: on`` needs a supported family and a frozen layer below everything trained."""
+    layer, below = lowest_trained_layer(model, trained_names)
+    family = model.config.model_type
+    if family not in PREFIX_FAMILIES:
+        raise ValueError(f"runtime.frozen_prefix=on supports model types {', '.join(PREFIX_FAMILIES)}, not {family!r}; "
+                         "set runtime.frozen_prefix to auto or off")
+    if layer == 0:
+        what = ", ".join((below or [name for name in trained_names if layer_of(name) == 0])[:2])
+        raise ValueError(f"runtime.frozen_prefix=on needs a frozen layer below everything trained, but {what} "
+                         "trains; train higher blocks only (algorithm.blocks.fixed_order) or set runtime.frozen_prefix "
+                         "to auto or off")
 
 
 def topology_from_config(config: ExperimentConfig) -> Topology:

@@ -31,12 +31,17 @@ class ClientSpec:
     seed: int
     pad_token_id: int
     vocab_size: int
+    frozen_prefix: str = "auto"
+    """``runtime.frozen_prefix``: auto / on / off."""
+    frozen_prefix_max_bytes: int = 2**31
 
     @classmethod
     def from_config(cls, config: ExperimentConfig, client_index: int, pad_token_id: int, vocab_size: int) -> ClientSpec:
         return cls(
             client_index=client_index, model=config.model, algorithm=config.algorithm,
             batch_size=config.data.batch_size, seed=config.seed, pad_token_id=pad_token_id, vocab_size=vocab_size,
+            frozen_prefix=config.runtime.frozen_prefix,
+            frozen_prefix_max_bytes=int(config.runtime.frozen_prefix_max_mb * 2**20),
         )
 
 

@@ -16,6 +16,7 @@ import torch
 
 from deca_ray.algorithm.active_block import ActiveBlock
 from deca_ray.client.accounting import device_clock, tensor_memory
+from deca_ray.client.forward import training_forward
 from deca_ray.client.model import ClientSpec, ClientWeights, block_partition, client_device, initial_model
 from deca_ray.client.state import ClientState, SavedMoments
 from deca_ray.config import EvaluationConfig
@@ -44,6 +45,8 @@ class ClientWorker:
         self.weights = ClientWeights(self.model, shared=shared_base is not None)
         self.partition = block_partition(self.model, spec.algorithm)
         self.covered = covered_blocks(self.partition.num_blocks, spec.algorithm)
+        self.forward = training_forward(self.model, self.shard, self._names_of(self.covered), spec.frozen_prefix,
+                                        spec.frozen_prefix_max_bytes)
         self.block: ActiveBlock | None = None
         self.active_block: int | None = None
         self.trained_blocks: list[int] = []  # blocks activated so far, in first-activation order
@@ -72,10 +75,11 @@ class ClientWorker:
         """Local gradient on block k and the half-step (Eq. 6); returns x½ and metrics."""
         block = self._require_block()
         started = time.perf_counter()
-        batch = collate([self.shard[i] for i in self.sampler.next_indices()], self.spec.pad_token_id)
+        indices = self.sampler.next_indices()
+        batch = collate([self.shard[i] for i in indices], self.spec.pad_token_id)
         batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
         block.zero_grad()
-        loss = self.model(**batch).loss
+        loss = self.forward.loss(batch, indices)
         loss.backward()
         x_half = block.half_step(block.gradient(), self.method.local_step, self.hp)
         return x_half, {

@@ -45,6 +45,11 @@ class RuntimeConfig(ConfigPart):
     straggler_timeout_s: float = Field(60.0, gt=0)
     nan_policy: Literal["stop", "rollback"] = "stop"
     """Non-finite loss or block: stop with an error, or roll back to the last checkpoint and retry once."""
+    frozen_prefix: Literal["auto", "on", "off"] = "auto"
+    """Compute the hidden states entering the lowest trained layer once per example and train from there
+    (``auto``: whenever nothing below that layer trains; ``on``: an error when that does not hold)."""
+    frozen_prefix_max_mb: float = Field(2048.0, gt=0)
+    """Per client: the cached prefixes of its whole shard may take at most this much memory."""
 
     @model_validator(mode="after")
     def _direct_transport_needs_one_client_per_actor(self) -> RuntimeConfig:

@@ -78,3 +78,5 @@ class EvaluationConfig(ConfigPart):
     """Label log-likelihood: mean over the label's tokens (length-normalised) or sum."""
     per_client: bool = True
     batch_size: int = Field(16, ge=1)
+    max_rows: int = Field(64, ge=1)
+    """(prompt, candidate label) pairs scored at once: bounds evaluation memory whatever the number of labels."""

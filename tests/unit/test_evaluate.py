@@ -180,3 +180,15 @@ def test_language_modeling_loss_equals_model_loss_over_answer_tokens(model, pad_
     assert direct["loss"] == pytest.approx(expected, abs=1e-4)
     assert direct["perplexity"] == pytest.approx(math.exp(expected), rel=1e-4)
     assert dispatched["loss"] == pytest.approx(direct["loss"], abs=1e-5)
+
+
+def test_scoring_labels_in_chunks_gives_the_same_scores(model, pad_id):
+    # Prepare: 3 labels × batch 4 = 12 rows; budgets of 4 and 8 rows score 1 and 2 labels at a time
+    examples = _examples(pad_id, [0, 1, 2, 1, 0])
+    # Execute
+    whole = score_labels(model, examples, LABEL_IDS, batch_size=4, pad_token_id=pad_id, max_rows=1000)
+    chunked = [score_labels(model, examples, LABEL_IDS, batch_size=4, pad_token_id=pad_id, max_rows=rows)
+               for rows in (4, 8)]
+    # Assert
+    for scores in chunked:
+        torch.testing.assert_close(scores, whole, atol=1e-5, rtol=0)
