@@ -45,18 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     show.set_defaults(handler=_show_config)
     methods = commands.add_parser("methods", help="list the training methods algorithm.type can name")
     methods.set_defaults(handler=_list_methods)
-    _add_bench(commands)
     return parser
-
-
-# ---------------------------------------------------------------------- benchmarks (deca_ray/bench)
-
-
-def _add_bench(commands: argparse._SubParsersAction) -> None:
-    """``deca-ray bench system``: parser and handler live in deca_ray.bench.command."""
-    from deca_ray.bench.command import add_bench_commands
-
-    add_bench_commands(commands)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Shared fixtures: offline hub, the packaged tokenizer, tiny models."""
+"""Shared fixtures: offline hub, the packaged tokenizer, tiny models, one local Ray cluster per session."""
 
 from __future__ import annotations
 
@@ -20,3 +20,15 @@ def tokenizer():
     from deca_ray.models import load_tokenizer
 
     return load_tokenizer(ModelConfig())
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster shared by the integration tests of one session (tests/integration, tests/benchmarks)."""
+    import ray
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 * 1024,
+             log_to_driver=False)
+    yield ray
+    ray.shutdown()

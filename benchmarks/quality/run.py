@@ -1,4 +1,4 @@
-"""``deca-ray bench quality``: every method and ablation of section Q, one result file per run.
+"""``python -m benchmarks quality``: every method and ablation of section Q, one result file per run.
 
 Runs go one after another on one Ray cluster (started here unless ``RAY_ADDRESS`` names one);
 each is a normal tracked run (MLflow, run directory), and its result file records the commit,
@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from deca_ray.bench.quality_presets import QualityPreset, QualityRun
-from deca_ray.bench.results import metadata
+from benchmarks.quality.presets import QualityPreset, QualityRun
+from benchmarks.results import NoResultError, metadata
 from deca_ray.config import ExperimentConfig, config_from_dict, merge_overrides
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,8 @@ def _rerun_into(preset: QualityPreset, runs: list[QualityRun], suite_dir: Path, 
             _supersede(suite_dir, run.name)
             _write(suite_dir / f"{run.name}.json", result)
             suite.setdefault("reruns", []).append(
-                {"run": run.name, "commit": result["metadata"]["git"]["commit"], "date_utc": result["metadata"]["date_utc"],
+                {"run": run.name, "commit": result["metadata"]["git"]["commit"],
+                 "date_utc": result["metadata"]["date_utc"],
                  "wall_time_s": result["metrics"]["wall_time_s"]})
             if run.name not in suite["runs"]:
                 suite["runs"].append(run.name)
@@ -102,7 +103,8 @@ def _supersede(suite_dir: Path, run: str) -> None:
 def run_config(preset: QualityPreset, run: QualityRun, output_dir: Path) -> ExperimentConfig:
     raw = copy.deepcopy(preset.base)
     merge_overrides(raw, copy.deepcopy(run.overrides))
-    merge_overrides(raw, {"name": f"{raw.get('name', 'quality')}-{run.name}", "tracking": {"output_dir": str(output_dir)}})
+    name = f"{raw.get('name', 'quality')}-{run.name}"
+    merge_overrides(raw, {"name": name, "tracking": {"output_dir": str(output_dir)}})
     return config_from_dict(raw)
 
 
@@ -148,11 +150,9 @@ def load_suite(suite_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 def newest_suite(results_dir: Path) -> Path:
-    from deca_ray.bench.results import NoResultError
-
     suites = sorted(path.parent for path in results_dir.glob(f"quality-*/{SUITE_FILE}"))
     if not suites:
-        raise NoResultError(f"no quality-*/{SUITE_FILE} in {results_dir}; run `deca-ray bench quality` first")
+        raise NoResultError(f"no quality-*/{SUITE_FILE} in {results_dir}; run `python -m benchmarks quality` first")
     return suites[-1]
 
 

@@ -10,10 +10,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import deca_ray
 from deca_ray.errors import DecaError
 
+REPOSITORY = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS_DIR = Path("benchmarks/results")
+"""Relative to the repository root, where ``python -m benchmarks`` runs (BENCHMARKS.md cites these paths)."""
 _STAMP = "%Y%m%dT%H%M%SZ"
 
 
@@ -33,7 +34,7 @@ def git_info(repo: Path | None = None) -> dict[str, Any]:
     a re-run writes results into a committed suite while it measures)."""
     if os.environ.get("DECA_RAY_COMMIT"):  # a copy of the tree without .git (e.g. a GPU machine)
         return {"commit": os.environ["DECA_RAY_COMMIT"], "dirty": None}
-    repo = repo or Path(deca_ray.__file__).resolve().parent.parent
+    repo = repo or REPOSITORY
     commit = _git(repo, "rev-parse", "HEAD")
     status = _git(repo, "status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){DEFAULT_RESULTS_DIR}")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
@@ -81,7 +82,7 @@ def newest_result(directory: Path, kind: str = "system") -> Path:
     """The latest ``<kind>-*.json`` (timestamps sort as text)."""
     candidates = sorted(directory.glob(f"{kind}-*.json"))
     if not candidates:
-        raise NoResultError(f"no {kind}-*.json in {directory}; run `deca-ray bench {kind}` first")
+        raise NoResultError(f"no {kind}-*.json in {directory}; run `python -m benchmarks {kind}` first")
     return candidates[-1]
 
 

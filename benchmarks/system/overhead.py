@@ -16,19 +16,19 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import ray
 import torch
 
+from benchmarks.driving import drive, stop_topology
+from benchmarks.system.counting import CountingGroup, CountingTopology, PointProbe
+from benchmarks.system.presets import SystemPreset
+from benchmarks.system.timing import median, median_time_s, ratio_entry, steady_steps
 from deca_ray.algorithm.mixing import mix
-from deca_ray.bench.presets import SystemPreset
-from deca_ray.bench.probes import CountingRayGroup, CountingTopology, PointProbe
-from deca_ray.bench.timing import median, median_time_s, ratio_entry, steady_steps
 from deca_ray.client import ClientWorker
 from deca_ray.config import ExperimentConfig, config_from_dict
 from deca_ray.experiment import Inputs, build_clients, client_specs, prepare_inputs
 from deca_ray.reference import run_reference
-from deca_ray.runtime.driver import Driver
-from deca_ray.runtime.ray_group import RemoteTopology
+from deca_ray.runtime.ray_group import RayClientGroup
+from deca_ray.runtime.remote_topology import RemoteTopology
 from deca_ray.runtime.topology_service import MixPlan, TopologyService
 from deca_ray.schedule import StepMetrics
 
@@ -86,11 +86,12 @@ def _interleaved_runs(
 ) -> tuple[list[StepMetrics], list[StepMetrics], PointProbe]:
     """Measured steps of both backends (warm-up rounds left out) and the driver's byte counts.
 
-    The Ray group is the counting subclass so this run also serves section e; counting costs
-    one pickle of a few small dicts per step (microseconds, against steps of tenths of seconds).
+    The Ray group is wrapped in the counting group so this run also serves section e; counting
+    costs one pickle of a few small dicts per step (microseconds, against steps of tenths of seconds).
     """
-    group = CountingRayGroup(client_specs(config, inputs), inputs.data.client_shards, config.runtime)
-    topology = CountingTopology(RemoteTopology(TopologyService(inputs.topology)))
+    group = CountingGroup(RayClientGroup(client_specs(config, inputs), inputs.data.client_shards, config.runtime))
+    remote_topology = RemoteTopology(TopologyService(inputs.topology))
+    topology = CountingTopology(remote_topology)
     probe = PointProbe(group, topology)
     reference_runs: list[StepMetrics] = []
     ray_runs: list[StepMetrics] = []
@@ -98,9 +99,8 @@ def _interleaved_runs(
         for repeat in range(preset.warmup_rounds + preset.repeats):
             with _torch_threads(preset.reference_torch_threads):
                 reference = run_reference(clients, inputs.topology, config.algorithm, config.seed)
-            driver = Driver(group, topology, group.num_blocks, config.algorithm, config.seed, runtime=config.runtime)
             probe.start()
-            remote = driver.run(probe if repeat >= preset.warmup_rounds else None)
+            remote = drive(group, topology, config, probe if repeat >= preset.warmup_rounds else None)
             logger.info("overhead round %d: reference %.3f s/step, ray %.3f s/step", repeat,
                         _median_step(reference), _median_step(remote))
             if repeat >= preset.warmup_rounds:
@@ -108,7 +108,7 @@ def _interleaved_runs(
                 ray_runs += remote
     finally:
         group.shutdown()
-        ray.kill(topology.remote.actor, no_restart=True)
+        stop_topology(remote_topology)
         clients.clear()
         gc.collect()  # the in-process replicas (GBs for SmolLM2) before the next section
     return reference_runs, ray_runs, probe

@@ -11,7 +11,7 @@ The peak is the kernel's high-water mark of the child's own address space (``VmH
 of a large parent reports the parent's RSS (measured: both children read exactly the
 benchmark process's 763 MiB).
 
-Run as ``python -m deca_ray.bench.memory MODE SPEC_JSON`` it is that child: it prints one
+Run as ``python -m benchmarks.system.memory MODE SPEC_JSON`` (from the repository root) it is that child: it prints one
 JSON line with its peak RSS and the parameter counts.
 """
 
@@ -26,8 +26,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deca_ray.bench.presets import SystemPreset
-from deca_ray.bench.timing import ratio_entry
+from benchmarks.results import REPOSITORY
+from benchmarks.system.presets import SystemPreset
+from benchmarks.system.timing import ratio_entry
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,8 @@ def run_children(spec: dict[str, Any], timeout_s: float) -> dict[str, dict]:
     """Both children at once (each measures only its own peak, so they may share the CPUs)."""
     logger.info("memory: measuring a DECA client process and a full-model Adam process")
     children = {
-        mode: subprocess.Popen([sys.executable, "-m", "deca_ray.bench.memory", mode, json.dumps(spec)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        mode: subprocess.Popen([sys.executable, "-m", "benchmarks.system.memory", mode, json.dumps(spec)],
+                               cwd=REPOSITORY, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for mode in MODES
     }
     return {mode: _child_result(mode, child, timeout_s) for mode, child in children.items()}

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from deca_ray.bench.report import update_markdown
-from deca_ray.bench.results import newest_result
+from benchmarks.markdown import update_markdown
+from benchmarks.results import newest_result
 
 GIB = 2**30
 
@@ -27,7 +27,8 @@ def render_gpu(result: dict[str, Any], source: Path) -> str:
         "",
         f"- commit: `{meta['git']['commit']}`; measured {meta['date_utc']}; result file: `{source.as_posix()}`",
         f"- machine: {meta['machine']['gpu']}, {meta['machine']['cpu_cores']} CPU cores; python "
-        f"{meta['versions']['python']}, torch {meta['versions']['torch']}, transformers {meta['versions']['transformers']}, "
+        f"{meta['versions']['python']}, torch {meta['versions']['torch']}, "
+        f"transformers {meta['versions']['transformers']}, "
         f"ray {meta['versions']['ray']}",
         f"- model: {setting['model']}; {setting['dtype']}; batch {setting['batch_size']} × {setting['length']} tokens; "
         f"{deca['num_blocks']} blocks of 2 layers; median of {setting['steps'] - 1} timed steps",

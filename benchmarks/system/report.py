@@ -10,37 +10,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from deca_ray.bench.results import newest_result
+from benchmarks.markdown import update_markdown
+from benchmarks.results import newest_result
 
-HEADER = """# Benchmarks
-
-Numbers below are written by the project's own benchmark commands from the result files
-under `benchmarks/results/` (one JSON per run, with commit, date and machine); do not edit
-them by hand. Regenerate with `deca-ray bench system` (section S), `deca-ray bench quality`
-(section Q) and `deca-ray bench gpu-report` (section G); see the design's BENCHMARK.md.
-"""
 SECTION_ORDER = ("runtime_overhead", "exchange", "traffic", "memory", "driver_bytes", "driver_time")
 
 
-def render_newest(results_dir: Path, markdown: Path) -> Path:
+def render_newest_system(results_dir: Path, markdown: Path) -> Path:
     """Write the newest ``system-*.json`` of ``results_dir`` into ``markdown``; returns the result used."""
     result_path = newest_result(results_dir)
-    update_markdown(markdown, render_system(json.loads(result_path.read_text()), result_path))
+    update_markdown(markdown, render_system(json.loads(result_path.read_text()), result_path), name="system")
     return result_path
-
-
-def update_markdown(markdown: Path, section: str, name: str = "system") -> None:
-    """Replace the text between ``<!-- name:begin/end -->`` (or append it, creating the file if needed)."""
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    text = markdown.read_text() if markdown.exists() else HEADER
-    block = f"{begin}\n{section.rstrip()}\n{end}"
-    if begin in text and end in text:
-        head, _, rest = text.partition(begin)
-        _, _, tail = rest.partition(end)
-        text = head + block + tail
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    markdown.write_text(text)
 
 
 def render_system(result: dict[str, Any], source: Path | None = None) -> str:
@@ -99,7 +79,8 @@ def _details(sections: dict[str, Any]) -> list[str]:
                          f"{_seconds(profile['slowest_client_arithmetic_s'])} "
                          f"({profile['arithmetic_share']:.0%} of the phase); Ray's argument fetch, scheduling and "
                          f"replies {_seconds(profile['ray_transport_and_scheduling_s'])}. The floor counts only the "
-                         "weighted sums, so DECA's h and BMA passes are part of what the ratio charges to the exchange.")
+                         "weighted sums, so DECA's h and BMA passes are part of what the ratio charges to "
+                         "the exchange.")
     if "traffic" in sections:
         entry = sections["traffic"]
         lines.append(f"- Traffic: expected {entry['expected_fraction']} (B = {entry['num_blocks']}), "
@@ -114,7 +95,8 @@ def _details(sections: dict[str, Any]) -> list[str]:
 
 def _memory_lines(entry: dict[str, Any]) -> list[str]:
     rss = entry["rss"]
-    return [f"- Memory: tensors {_bytes(entry['deca_tensor_bytes'])} (DECA) vs {_bytes(entry['full_adam_tensor_bytes'])} "
+    return [f"- Memory: tensors {_bytes(entry['deca_tensor_bytes'])} (DECA) vs "
+            f"{_bytes(entry['full_adam_tensor_bytes'])} "
             f"(full Adam), B = {entry['num_blocks']}; process peak RSS {_bytes(rss['deca']['rss_peak_bytes'])} vs "
             f"{_bytes(rss['full_adam']['rss_peak_bytes'])} (ratio {_number(entry['rss_ratio'])}; after loading: "
             f"{_bytes(rss['deca']['rss_after_load_bytes'])} vs {_bytes(rss['full_adam']['rss_after_load_bytes'])})."]
@@ -127,14 +109,17 @@ def _scale_lines(entry: dict[str, Any], bytes_entry: dict[str, Any] | None) -> l
              "|---|---|---|---|---|---|---|---|"]
     for row in entry["table"]:
         actors = row.get("actors", row["num_clients"])  # results before virtual clients: one client per actor
-        lines.append(f"| {row['num_clients']} | {actors} | {_seconds(row['driver_cpu_s_per_step'])} | {_seconds(row['step_time_s'])} "
-                     f"| {_seconds(row['step_minus_slowest_compute_s'])} | {_bytes(row['driver_received_bytes_per_step'])} "
+        lines.append(f"| {row['num_clients']} | {actors} | {_seconds(row['driver_cpu_s_per_step'])} "
+                     f"| {_seconds(row['step_time_s'])} | {_seconds(row['step_minus_slowest_compute_s'])} "
+                     f"| {_bytes(row['driver_received_bytes_per_step'])} "
                      f"| {_bytes(row['driver_sent_bytes_per_step'])} | {_seconds(row['actor_startup_s'])} |")
     if entry.get("stopped"):
-        lines += ["", f"The sweep stopped before {entry['stopped']['at_clients']} clients: {entry['stopped']['reason']}."]
+        stopped = entry["stopped"]
+        lines += ["", f"The sweep stopped before {stopped['at_clients']} clients: {stopped['reason']}."]
     if bytes_entry is not None:
         large, small = bytes_entry["large"], bytes_entry["small"]
-        lines += ["", f"Driver bytes against block size, {small['num_clients']} clients: with {large['model']}'s blocks "
+        lines += ["", f"Driver bytes against block size, {small['num_clients']} clients: "
+                      f"with {large['model']}'s blocks "
                       f"({_number(bytes_entry['block_bytes_ratio'])}× the sweep's) the driver received "
                       f"{_bytes(large['driver_received_bytes_per_step'])} and sent "
                       f"{_bytes(large['driver_sent_bytes_per_step'])} per step, against "

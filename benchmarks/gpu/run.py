@@ -6,27 +6,28 @@ single-GPU mixed-precision full Adam (bf16 weights, fp32 master weights and mome
 several clients sharing the GPU: in one process (the reference loop) and, where Ray is
 installed, as client actors with fractional ``num_gpus``. Writes one JSON result.
 
-    python -m deca_ray.bench.gpu OUT_DIR [--steps N]
+    python -m benchmarks gpu OUT_DIR [--steps N]    (scripts/gpu_check.sh runs it after the GPU tests)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from benchmarks.driving import drive
+from benchmarks.results import metadata
 from deca_ray.algorithm.topology import build_topology
-from deca_ray.bench.results import metadata
 from deca_ray.client import ClientSpec, ClientWorker
 from deca_ray.config import config_from_dict
 from deca_ray.data.types import EncodedExample
+from deca_ray.errors import DecaError
 from deca_ray.reference import run_reference
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def deca_client(batch_size: int, length: int, steps: int) -> dict:
     """One client: the bottom block (backward through every layer) and the top block."""
     config = _config(1, batch_size, steps)
     client = ClientWorker(ClientSpec.from_config(config, 0, 0, VOCAB), _examples(256, length, 0))
-    results = {}
+    results: dict[str, Any] = {}
     for name, block in (("bottom_block", 0), ("top_block", client.partition.num_blocks - 1)):
         client.begin_block(block)
         torch.cuda.reset_peak_memory_stats()
@@ -101,12 +102,12 @@ def full_adam(batch_size: int, length: int, steps: int) -> dict:
     def step() -> None:
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
-        for master, param in zip(masters, params):
-            master.grad = param.grad.float()
+        for master, param in zip(masters, params, strict=True):
+            master.grad = param.grad.float()  # type: ignore[union-attr]  # every parameter is in the loss
             param.grad = None
         optimizer.step()
         with torch.no_grad():
-            for master, param in zip(masters, params):
+            for master, param in zip(masters, params, strict=True):
                 param.copy_(master)
 
     times = _timed(step, steps)
@@ -142,8 +143,8 @@ def ray_shared_gpu(num_clients: int, batch_size: int, length: int, inner_steps: 
         import ray
     except ImportError:
         return {"skipped": "ray is not installed on this machine"}
-    from deca_ray.runtime.driver import Driver
-    from deca_ray.runtime.ray_group import RayClientGroup, RemoteTopology
+    from deca_ray.runtime.ray_group import RayClientGroup
+    from deca_ray.runtime.remote_topology import RemoteTopology
     from deca_ray.runtime.topology_service import TopologyService
 
     config = _config(num_clients, batch_size, inner_steps, blocks={"order": "fixed", "fixed_order": [14]})
@@ -153,7 +154,7 @@ def ray_shared_gpu(num_clients: int, batch_size: int, length: int, inner_steps: 
         specs = [ClientSpec.from_config(config, i, 0, VOCAB) for i in range(num_clients)]
         group = RayClientGroup(specs, [_examples(64, length, i) for i in range(num_clients)], runtime)
         topology = RemoteTopology(TopologyService(build_topology("ring", num_clients)))
-        history = Driver(group, topology, group.num_blocks, config.algorithm, 0, runtime).run()[1:]
+        history = drive(group, topology, config.model_copy(update={"runtime": runtime}))[1:]
         group.shutdown()
     finally:
         ray.shutdown()
@@ -166,50 +167,43 @@ def ray_shared_gpu(num_clients: int, batch_size: int, length: int, inner_steps: 
     }
 
 
-def _has_gpu() -> bool:
-    return torch.cuda.is_available()
+class NoGpuError(DecaError):
+    """The GPU benchmark was asked for on a machine without a CUDA GPU."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--length", type=int, default=256)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if not _has_gpu():
-        print("no CUDA GPU: the GPU check only runs on a GPU machine", file=sys.stderr)
-        return 2
+def run_gpu_benchmark(out_dir: Path, steps: int = 8, batch_size: int = 8, length: int = 256) -> Path:
+    """Measure every section on this machine's GPU and write ``<out_dir>/gpu-<time>.json``; returns its path."""
+    if not torch.cuda.is_available():
+        raise NoGpuError("no CUDA GPU: the GPU benchmark only runs on a GPU machine (scripts/gpu_check.sh)")
     torch.manual_seed(0)
-    result = {"kind": "gpu", "meta": metadata(), "setting": vars(args) | {"model": "SmolLM2-135M shape, random weights",
-              "dtype": "bfloat16 weights, fp32 active-block master/grads/moments"}}
+    setting = {"out_dir": out_dir, "steps": steps, "batch_size": batch_size, "length": length,
+               "model": "SmolLM2-135M shape, random weights",
+               "dtype": "bfloat16 weights, fp32 active-block master/grads/moments"}
+    result: dict[str, Any] = {"kind": "gpu", "meta": metadata(), "setting": setting}
     sections = {
-        "deca_client": lambda: deca_client(args.batch_size, args.length, args.steps),
-        "full_adam_mixed_precision": lambda: full_adam(args.batch_size, args.length, args.steps),
-        "shared_gpu_4_clients": lambda: shared_gpu(4, args.batch_size, args.length, args.steps),
-        "ray_actors_sharing_gpu": lambda: ray_shared_gpu(4, args.batch_size, args.length, args.steps),
+        "deca_client": lambda: deca_client(batch_size, length, steps),
+        "full_adam_mixed_precision": lambda: full_adam(batch_size, length, steps),
+        "shared_gpu_4_clients": lambda: shared_gpu(4, batch_size, length, steps),
+        "ray_actors_sharing_gpu": lambda: ray_shared_gpu(4, batch_size, length, steps),
     }
     for name, measure in sections.items():
         result[name] = measure()
         torch.cuda.empty_cache()  # each section's models are gone once it returns; start the next one clean
         logger.info("%s done", name)
-    deca, full = result["deca_client"], result["full_adam_mixed_precision"]
+    result["ratios"] = ratios(result["deca_client"], result["full_adam_mixed_precision"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"gpu-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    path.write_text(json.dumps(result, indent=2, default=str))
+    return path
+
+
+def ratios(deca: dict, full: dict) -> dict[str, float]:
+    """DECA against full Adam, and the paper's claims at this number of blocks B."""
     weights = deca["bf16_weight_bytes"]
-    result["ratios"] = {
+    return {
         "peak_memory_deca_over_full_adam": deca["bottom_block"]["peak_allocated_bytes"] / full["peak_allocated_bytes"],
         "paper_claim_deca_over_full_adam": (1 + 10 / deca["num_blocks"]) / 9,
         "deca_tensor_memory_over_M": deca["bottom_block"]["tensor_memory_bytes"]["total"] / weights,
         "paper_claim_deca_over_M": 1 + 10 / deca["num_blocks"],
         "tokens_per_s_deca_bottom_over_full_adam": deca["bottom_block"]["tokens_per_s"] / full["tokens_per_s"],
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    path = args.out_dir / f"gpu-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    path.write_text(json.dumps(result, indent=2, default=str))
-    print(json.dumps(result["ratios"], indent=2))
-    print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``deca-ray bench system``: issue 5's efficiency ratios, measured side by side in one run.
+"""``python -m benchmarks system``: issue 5's efficiency ratios, measured side by side in one run.
 
 Sections (each a ratio with its target, written to one result file):
 a. runtime_overhead — Ray runtime ÷ in-process reference loop, time per inner step;
@@ -22,13 +22,13 @@ from typing import Any
 
 import ray
 
+from benchmarks.results import DEFAULT_RESULTS_DIR, metadata, write_result
+from benchmarks.system.memory import measure_memory
+from benchmarks.system.overhead import measure_overhead
+from benchmarks.system.presets import SystemPreset
+from benchmarks.system.scale import run_scale_sweep, scale_sections
+from benchmarks.system.traffic import traffic_section
 from deca_ray.algorithm.topology import build_topology
-from deca_ray.bench.memory import measure_memory
-from deca_ray.bench.overhead import measure_overhead
-from deca_ray.bench.presets import SystemPreset
-from deca_ray.bench.results import DEFAULT_RESULTS_DIR, metadata, write_result
-from deca_ray.bench.scale import run_scale_sweep, scale_sections
-from deca_ray.bench.traffic import traffic_section
 from deca_ray.config import ModelConfig
 from deca_ray.models import load_model
 

@@ -3,10 +3,11 @@
 Tiny LLaMA clients on a ring, one full round each, one thread per actor and fractional CPU
 requests so many actors share few cores. Beyond ``sweep_max_actors`` clients, actors host
 several virtual clients each (``runtime.clients_per_actor``), sharing the frozen weights: a
-Ray worker process costs ~0.5 GB here, so 64 one-client actors would not fit in memory. The driver's own work per step is its process
-CPU time between steps (Ray's client threads included; time blocked waiting is not). Its
-bytes are the pickled size of everything it ``ray.get``s (metric dicts, floats, mixing plans) plus the
-arguments it sends to ``mix`` (weights and ObjectRef ids): blocks never pass through it,
+Ray worker process costs ~0.5 GB here, so 64 one-client actors would not fit in memory. The
+driver's own work per step is its process CPU time between steps (Ray's client threads
+included; time blocked waiting is not). Its bytes are what ``benchmarks.system.counting``
+counts: the pickled size of everything its calls return (metric dicts, floats, mixing plans)
+plus the arguments it sends to ``mix`` (weights and ObjectRef ids): blocks never pass through it,
 so the same count is compared with the runtime-overhead section's Ray run at the same number
 of clients, whose blocks are far larger (SmolLM2's: ~380×), to show its bytes do not follow.
 """
@@ -21,17 +22,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import psutil
-import ray
 
+from benchmarks.driving import drive, stop_topology
+from benchmarks.system.counting import CountingGroup, CountingTopology, PointProbe
+from benchmarks.system.presets import SystemPreset
+from benchmarks.system.timing import median, ratio_entry, steady_steps
 from deca_ray.algorithm.topology import build_topology
-from deca_ray.bench.presets import SystemPreset
-from deca_ray.bench.probes import CountingRayGroup, CountingTopology, PointProbe
-from deca_ray.bench.timing import median, ratio_entry, steady_steps
 from deca_ray.client import ClientSpec
 from deca_ray.config import ExperimentConfig, config_from_dict
 from deca_ray.data.types import EncodedExample
-from deca_ray.runtime.driver import Driver
-from deca_ray.runtime.ray_group import RayClientGroup, RemoteTopology
+from deca_ray.runtime.ray_group import RayClientGroup
+from deca_ray.runtime.remote_topology import RemoteTopology
 from deca_ray.runtime.topology_service import TopologyService
 from deca_ray.schedule import StepMetrics
 
@@ -42,7 +43,9 @@ MEMORY_HEADROOM = 0.7
 """Use at most this share of free memory for a sweep point's actors (Ray kills workers at 95%)."""
 
 
-def sweep_config(num_clients: int, tiny: dict[str, Any], preset: SystemPreset, cpus_per_client: float) -> ExperimentConfig:
+def sweep_config(
+    num_clients: int, tiny: dict[str, Any], preset: SystemPreset, cpus_per_client: float
+) -> ExperimentConfig:
     return config_from_dict({
         "num_clients": num_clients,
         "model": {"name": "tiny-llama", "tiny": tiny},
@@ -64,18 +67,20 @@ def measure_point(num_clients: int, tiny: dict[str, Any], preset: SystemPreset, 
     specs = [ClientSpec.from_config(config, i, PAD, preset.sweep_vocab) for i in range(num_clients)]
     shards = [_synthetic_shard(preset.sweep_vocab, i) for i in range(num_clients)]
     started = time.perf_counter()
-    group = CountingRayGroup(specs, shards, config.runtime)
+    ray_group = RayClientGroup(specs, shards, config.runtime)
     startup_s = time.perf_counter() - started
-    topology = CountingTopology(RemoteTopology(TopologyService(build_topology("ring", num_clients))))
+    group = CountingGroup(ray_group)
+    remote_topology = RemoteTopology(TopologyService(build_topology("ring", num_clients)))
+    topology = CountingTopology(remote_topology)
     probe = PointProbe(group, topology)
     try:
-        block_bytes = [group.block_bytes(k) for k in range(group.num_blocks)]
+        block_bytes = [ray_group.block_bytes(k) for k in range(ray_group.num_blocks)]
         probe.start()
-        history = Driver(group, topology, group.num_blocks, config.algorithm, config.seed, runtime=config.runtime).run(probe)
-        actor_rss = _actor_rss_bytes(group)
+        history = drive(group, topology, config, probe)
+        actor_rss = _actor_rss_bytes(ray_group)
     finally:
-        group.shutdown()
-        ray.kill(topology.remote.actor, no_restart=True)
+        ray_group.shutdown()
+        stop_topology(remote_topology)
     return _summarise_point(num_clients, tiny, startup_s, history, probe, block_bytes, actor_rss)
 
 
@@ -138,8 +143,8 @@ def scale_sections(sweep: dict, large: dict) -> tuple[dict, dict]:
         block_bytes_ratio=max(large["block_bytes"]) / max(small["block_bytes"]),
         sent_bytes_ratio=large["driver_sent_bytes_per_step"] / small["driver_sent_bytes_per_step"],
         small=_table_row(small), large=large,
-        method="pickled size of every ray.get result in the driver (metrics, plans) + mix arguments "
-               "(weights, ObjectRef ids)",
+        method="pickled size of every value the driver's group and topology calls return (metrics, plans) "
+               "+ mix arguments (weights, ObjectRef ids); benchmarks.system.counting",
     )
     exponent = growth_exponent([p["num_clients"] for p in points], [p["driver_cpu_s_per_step"] for p in points])
     time_entry = ratio_entry(
@@ -159,7 +164,7 @@ def growth_exponent(clients: Sequence[int], seconds: Sequence[float]) -> float:
     xs = [math.log(c) for c in clients]
     ys = [math.log(max(s, 1e-9)) for s in seconds]
     mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum((x - mean_x) ** 2 for x in xs)
 
 
 def _table_row(point: dict) -> dict:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 
-from deca_ray.bench.timing import ratio_entry
+from benchmarks.system.timing import ratio_entry
 from deca_ray.schedule import StepMetrics
 
 

@@ -1,8 +1,9 @@
-"""BENCHMARKS.md holds exactly what the renderers make of the newest committed result files."""
+"""BENCHMARKS.md holds exactly what the renderers make of the newest committed result files, under their header."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -10,11 +11,13 @@ from typing import Any
 
 import pytest
 
-from deca_ray.bench.gpu_report import render_gpu
-from deca_ray.bench.quality import SUITE_FILE, load_suite, newest_suite
-from deca_ray.bench.quality_report import render_quality
-from deca_ray.bench.report import render_system
-from deca_ray.bench.results import newest_result
+from benchmarks.__main__ import parser
+from benchmarks.gpu.report import render_gpu
+from benchmarks.markdown import HEADER
+from benchmarks.quality.report import render_quality
+from benchmarks.quality.run import SUITE_FILE, load_suite, newest_suite
+from benchmarks.results import newest_result
+from benchmarks.system.report import render_system
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -44,3 +47,12 @@ if any(RESULTS.glob(f"quality-*/{SUITE_FILE}")):  # checked once a quality suite
 @pytest.mark.parametrize("kind", sorted(EXPECTED))
 def test_benchmarks_md_section_is_the_rendered_newest_result(kind):
     assert _section(kind).rstrip() == EXPECTED[kind]().rstrip()
+
+
+def test_benchmarks_md_header_is_the_renderers_and_names_commands_that_exist():
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    assert text.startswith(HEADER + "\n<!-- ")
+    named = re.findall(r"`python -m benchmarks ([\w-]+)`", HEADER)
+    assert sorted(named) == ["gpu-report", "quality", "system"]
+    for command in named:  # an unknown sub-command would exit with a usage error
+        assert callable(parser().parse_args([command]).handler)

@@ -1,4 +1,4 @@
-"""`deca-ray bench system --quick` end to end: a result file with every section, rendered into BENCHMARKS.md."""
+"""`python -m benchmarks system --quick` end to end: a result file with every section, rendered into BENCHMARKS.md."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from deca_ray.bench.presets import QUICK
-from deca_ray.bench.report import render_newest
-from deca_ray.bench.system import SECTIONS, run_system_benchmark
+from benchmarks.system.presets import QUICK
+from benchmarks.system.report import render_newest_system
+from benchmarks.system.run import SECTIONS, run_system_benchmark
 
 BEGIN, END = "<!-- system:begin -->", "<!-- system:end -->"
 
@@ -20,7 +20,7 @@ def test_quick_system_benchmark_writes_every_section_and_renders_it(ray_cluster,
     results, markdown = tmp_path / "results", tmp_path / "BENCHMARKS.md"
     # Execute
     path = run_system_benchmark(QUICK, results)
-    used = render_newest(results, markdown)
+    used = render_newest_system(results, markdown)
     # Assert: one JSON with provenance and every section's ratio, target and verdict
     assert used == path and path.name.startswith("system-")
     result = json.loads(path.read_text())

@@ -8,12 +8,13 @@ from datetime import datetime, timezone
 
 import pytest
 
-from deca_ray.bench.memory import analytic_section
-from deca_ray.bench.presets import QUICK
-from deca_ray.bench.report import render_newest, update_markdown
-from deca_ray.bench.results import NoResultError, newest_result, write_result
-from deca_ray.bench.scale import growth_exponent
-from deca_ray.bench.traffic import traffic_section
+from benchmarks.markdown import HEADER, update_markdown
+from benchmarks.results import NoResultError, newest_result, write_result
+from benchmarks.system.memory import analytic_section
+from benchmarks.system.presets import QUICK
+from benchmarks.system.report import render_newest_system
+from benchmarks.system.scale import growth_exponent
+from benchmarks.system.traffic import traffic_section
 from deca_ray.schedule import Position, StepMetrics
 
 BEGIN, END = "<!-- system:begin -->", "<!-- system:end -->"
@@ -72,22 +73,25 @@ def test_result_files_are_named_by_time_and_the_newest_is_rendered(tmp_path):
     second = write_result(_result(1.5), tmp_path, now=datetime(2026, 1, 2, tzinfo=timezone.utc))
     assert first.name == "system-20260101T000000Z.json" and newest_result(tmp_path) == second
     markdown = tmp_path / "BENCHMARKS.md"
-    assert render_newest(tmp_path, markdown) == second
+    assert render_newest_system(tmp_path, markdown) == second
     text = markdown.read_text()
     assert "| runtime | 1.5 | ≤ 1.2 | **no** |" in text and "`abc123`" in text and "Test CPU" in text
 
 
 def test_rendering_without_a_result_says_which_command_to_run(tmp_path):
-    with pytest.raises(NoResultError, match="run `deca-ray bench system` first"):
-        render_newest(tmp_path, tmp_path / "BENCHMARKS.md")
+    with pytest.raises(NoResultError, match="run `python -m benchmarks system` first"):
+        render_newest_system(tmp_path, tmp_path / "BENCHMARKS.md")
     assert not (tmp_path / "BENCHMARKS.md").exists()
 
 
-def test_markdown_keeps_the_text_around_the_markers(tmp_path):
+def test_markdown_keeps_the_text_after_the_header_and_renews_the_header(tmp_path):
+    # Prepare: a header naming an old command, a section, and text after it
     markdown = tmp_path / "BENCHMARKS.md"
-    markdown.write_text(f"intro\n\n{BEGIN}\nold\n{END}\n\noutro\n")
-    update_markdown(markdown, "new")
-    assert markdown.read_text() == f"intro\n\n{BEGIN}\nnew\n{END}\n\noutro\n"
+    markdown.write_text(f"# Benchmarks\n\nRegenerate with `old-command`.\n\n{BEGIN}\nold\n{END}\n\noutro\n")
+    # Execute
+    update_markdown(markdown, "new", name="system")
+    # Assert: the header is the renderer's, the section is replaced, the rest is kept
+    assert markdown.read_text() == f"{HEADER}\n{BEGIN}\nnew\n{END}\n\noutro\n"
 
 
 def _result(ratio: float) -> dict:

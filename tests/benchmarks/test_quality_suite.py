@@ -1,13 +1,13 @@
-"""`deca-ray bench quality --quick` end to end: one result file per run, a suite record, a rendered section."""
+"""`python -m benchmarks quality --quick` end to end: one result file per run, a suite record, a rendered section."""
 
 from __future__ import annotations
 
 import json
 
-from deca_ray.bench.quality import SUITE_FILE, run_config, run_quality_benchmark
-from deca_ray.bench.quality_presets import FULL, QUICK
-from deca_ray.bench.quality_report import render_newest_quality
-from deca_ray.cli import main
+from benchmarks.__main__ import main
+from benchmarks.quality.presets import FULL, QUICK
+from benchmarks.quality.report import render_newest_quality
+from benchmarks.quality.run import SUITE_FILE, run_config, run_quality_benchmark
 from deca_ray.methods import method_names
 from deca_ray.schedule import total_steps
 
@@ -54,5 +54,5 @@ def test_every_method_of_the_registry_is_in_the_full_preset_with_the_same_steps(
 
 
 def test_only_names_an_unknown_run_clearly(capsys):
-    assert main(["bench", "quality", "--quick", "--only", "dec_lor"]) == 2
+    assert main(["quality", "--quick", "--only", "dec_lor"]) == 2
     assert "no such run" in capsys.readouterr().err

@@ -14,8 +14,8 @@ from typing import Any
 
 from matplotlib.figure import Figure  # pyplot-free: no backend or global figure state
 
-from deca_ray.bench.quality import load_suite, newest_suite
-from deca_ray.bench.report import update_markdown
+from benchmarks.markdown import update_markdown
+from benchmarks.quality.run import load_suite, newest_suite
 
 MIB = 2**20
 FINAL_LOSS_STEPS = 5
@@ -78,7 +78,7 @@ def render_quality(suite: dict[str, Any], results: list[dict[str, Any]], suite_p
     findings = [line for group in GROUPS if (line := _winner(group, deca, by_name, noise)) is not None]
     if findings:
         lines += ["", "Which setting won (average-model accuracy, ties broken by macro-F1):", "", *findings]
-    if noise is not None:
+    if deca is not None and noise is not None:
         lines += ["", _noise_line(deca, noise)]
     if deca is not None:
         lines += _unmeasured(deca["config"])
@@ -154,7 +154,8 @@ def _before(results: list[dict[str, Any]]) -> dict[str, float] | None:
 
 def _methods_table(methods: list[dict[str, Any]], before: dict[str, float] | None) -> list[str]:
     lines = ["| method | lr | accuracy (avg model) | macro-F1 (avg model) | accuracy (clients, mean ± std) "
-             "| macro-F1 (clients, mean ± std) | MiB sent per client | tensor MiB per client (weights + grads + optimizer state) | wall time (s) "
+             "| macro-F1 (clients, mean ± std) | MiB sent per client "
+             "| tensor MiB per client (weights + grads + optimizer state) | wall time (s) "
              "| median step (s) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     if before is not None:
@@ -182,7 +183,8 @@ def _ablations_table(deca: dict[str, Any] | None, ablations: list[dict[str, Any]
     for result in ([deca] if deca is not None else []) + ablations:
         after = result["metrics"]["after"]
         label = _default_label(result) if result is deca else result["label"]
-        deltas = [MISSING] * 2 if result is deca else [_delta(after, reference, key) for key in ("accuracy", "macro_f1")]
+        metrics = ("accuracy", "macro_f1")
+        deltas = [MISSING] * 2 if result is deca else [_delta(after, reference, key) for key in metrics]
         cells = [_score(after.get("avg/accuracy")), _score(after.get("avg/macro_f1")), *deltas,
                  f"{_final_loss(result):.3f}", _consensus(result), _gap(result)]
         lines.append(f"| {label} | {' | '.join(cells)} |")

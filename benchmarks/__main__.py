@@ -1,0 +1,174 @@
+"""``python -m benchmarks COMMAND`` (repository root): the benchmarks' command line, the only place that prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks.markdown import DEFAULT_MARKDOWN
+from benchmarks.results import DEFAULT_RESULTS_DIR
+from deca_ray.errors import ConfigError, DecaError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.handler(args)
+    except DecaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m benchmarks",
+                                   description="measure deca_ray and write result files + BENCHMARKS.md")
+    root.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = root.add_subparsers(required=True, metavar="BENCHMARK")
+    _add_system(commands)
+    _add_quality(commands)
+    _add_gpu(commands)
+    return root
+
+
+def _add_outputs(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR,
+                         help=f"where result files go and are read from (default: {DEFAULT_RESULTS_DIR})")
+    command.add_argument("--markdown", type=Path, default=DEFAULT_MARKDOWN,
+                         help=f"file to render the newest result into (default: {DEFAULT_MARKDOWN})")
+
+
+def _add_system(commands: argparse._SubParsersAction) -> None:
+    system = commands.add_parser("system",
+                                 help="runtime overhead, exchange, traffic, memory and scale ratios (section S)")
+    system.add_argument("--quick", action="store_true",
+                        help="tiny model, few repeats, 2 and 4 clients (development and tests; ~1 min on 2 cores)")
+    system.add_argument("--reference-threads", type=int, default=None, metavar="N",
+                        help="torch threads of the in-process reference loop (default: all cores)")
+    _add_outputs(system)
+    system.add_argument("--no-render", action="store_true", help="write the JSON only")
+    system.add_argument("--render-only", action="store_true",
+                        help="measure nothing: render the newest result of --results-dir into --markdown")
+    system.set_defaults(handler=_system)
+
+
+def _add_quality(commands: argparse._SubParsersAction) -> None:
+    quality = commands.add_parser("quality", help="every method and ablation on non-IID BBC (section Q)")
+    quality.add_argument("--quick", action="store_true",
+                         help="tiny model, four runs, in-process clients (development and tests; seconds)")
+    quality.add_argument("--only", action="append", default=[], metavar="RUN",
+                         help="run just these runs of the preset (repeatable), e.g. --only deca --only dec_lora")
+    quality.add_argument("--into", type=Path, metavar="SUITE_DIR",
+                         help="re-run the --only runs inside this finished suite "
+                              "(the replaced files move to superseded/)")
+    _add_outputs(quality)
+    quality.add_argument("--no-render", action="store_true", help="write the JSON files only")
+    quality.add_argument("--render-only", action="store_true",
+                         help="run nothing: render the newest quality suite of --results-dir into --markdown")
+    quality.set_defaults(handler=_quality)
+
+
+def _add_gpu(commands: argparse._SubParsersAction) -> None:
+    gpu = commands.add_parser("gpu", help="one DECA client on this machine's GPU against full Adam (section G)")
+    gpu.add_argument("out_dir", type=Path, nargs="?", default=DEFAULT_RESULTS_DIR,
+                     help=f"where the result JSON goes (default: {DEFAULT_RESULTS_DIR})")
+    gpu.add_argument("--steps", type=int, default=8, help="steps per measurement; the first is not timed")
+    gpu.add_argument("--batch-size", type=int, default=8)
+    gpu.add_argument("--length", type=int, default=256, help="tokens per sequence")
+    gpu.set_defaults(handler=_gpu)
+    report = commands.add_parser("gpu-report",
+                                 help="render the newest GPU result (scripts/gpu_check.sh) into BENCHMARKS.md")
+    _add_outputs(report)
+    report.set_defaults(handler=_gpu_report)
+
+
+def _setup_logging(verbose: bool) -> None:
+    """The same set-up as ``deca-ray run``: the runs a benchmark starts log as a normal run would."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "filelock", "alembic", "mlflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# ---------------------------------------------------------------------- handlers (heavy imports only here)
+
+
+def _system(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from benchmarks.system.presets import FULL, QUICK
+    from benchmarks.system.report import render_newest_system
+
+    if not args.render_only:
+        from benchmarks.system.run import run_system_benchmark
+
+        preset = replace(QUICK if args.quick else FULL, reference_torch_threads=args.reference_threads)
+        path = run_system_benchmark(preset, args.results_dir)
+        print(f"result: {path}")
+        _print_ratios(path)
+    if not args.no_render:
+        used = render_newest_system(args.results_dir, args.markdown)
+        print(f"rendered {used} into {args.markdown}")
+    return 0
+
+
+def _quality(args: argparse.Namespace) -> int:
+    from benchmarks.quality.presets import FULL, QUICK
+
+    preset = QUICK if args.quick else FULL
+    unknown = sorted(set(args.only) - {run.name for run in preset.runs})
+    if unknown:
+        raise ConfigError(f"--only {unknown}: no such run; the {preset.name} preset has "
+                          f"{', '.join(run.name for run in preset.runs)}")
+    if not args.render_only:
+        from benchmarks.quality.run import run_quality_benchmark
+
+        if args.into is not None and not args.only:
+            raise ConfigError("--into re-runs only what --only names; add --only RUN")
+        only = (lambda run: run.name in args.only) if args.only else None
+        suite = run_quality_benchmark(preset, args.results_dir, only=only, into=args.into)
+        print(f"results: {suite}")
+    if not args.no_render:
+        from benchmarks.quality.report import render_newest_quality
+
+        used = render_newest_quality(args.results_dir, args.markdown)
+        print(f"rendered {used} into {args.markdown}")
+    return 0
+
+
+def _gpu(args: argparse.Namespace) -> int:
+    from benchmarks.gpu.run import run_gpu_benchmark
+
+    path = run_gpu_benchmark(args.out_dir, steps=args.steps, batch_size=args.batch_size, length=args.length)
+    print(json.dumps(json.loads(path.read_text())["ratios"], indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+def _gpu_report(args: argparse.Namespace) -> int:
+    from benchmarks.gpu.report import render_newest_gpu
+
+    used = render_newest_gpu(args.results_dir, args.markdown)
+    print(f"rendered {used} into {args.markdown}")
+    return 0
+
+
+def _print_ratios(path: Path) -> None:
+    sections = json.loads(path.read_text())["sections"]
+    for entry in sections.values():
+        met = {True: "met", False: "MISSED", None: "-"}[entry["met"]]
+        print(f"  {entry['label']}: {entry['ratio']:.4g} (target {entry['rule']} {entry['target']}) {met}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Section G of BENCHMARK.md: one DECA client on a GPU against mixed-precision full Adam."""

@@ -1,0 +1,1 @@
+"""Section Q of BENCHMARK.md: every method and DECA's ablations, one tracked run each."""

@@ -1,0 +1,1 @@
+"""Section S of BENCHMARK.md: system efficiency ratios, measured side by side in one run."""

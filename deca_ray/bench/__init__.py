@@ -1,1 +1,0 @@
-"""Benchmarks that write result files (``deca-ray bench``); numbers reach BENCHMARKS.md only from them."""
