@@ -17,7 +17,14 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from deca_ray.algorithm.deca import BlockMoments, DecaHyperParams, HalfStep, apply_bma, discrepancy, keep_local_moments
+from deca_ray.algorithm.deca import (
+    BlockMoments,
+    DecaHyperParams,
+    HalfStep,
+    apply_bma,
+    consensus_signal,
+    keep_local_moments,
+)
 
 LocalStep = Callable[[torch.Tensor, torch.Tensor, BlockMoments, DecaHyperParams], HalfStep]
 """(x_k, g, moments, hp) → the half-step: Adam (DECA), SGD..."""
@@ -68,7 +75,8 @@ class ActiveBlock:
         gap_sq = float(torch.sum((half.x_half - x_new) ** 2))
         if bma:
             # h overwrites x_k in place: x_k is not needed after h, and x_new replaces it next.
-            apply_bma(self.moments, half, discrepancy(self.master, x_new, hp, out=self.master), hp)
+            h = consensus_signal(self.master, half, x_new, hp, self.moments.step, out=self.master)
+            apply_bma(self.moments, half, h, hp)
         else:
             keep_local_moments(self.moments, half)
         self.master.copy_(x_new)

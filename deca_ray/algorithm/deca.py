@@ -5,7 +5,7 @@ One inner step (ALGORITHM.md, paper Eqs. 6-7), with symbols as in the paper::
     m'  = α1·m + (1−α1)·g ;  v' = α2·v + (1−α2)·g⊙g        # fresh local-gradient statistics
     x½  = x − γ·m̂'/(sqrt(v̂')+ε)                            # local Adam half-step (Eq. 6)
     x_new = Σ_j w_ij·x½_j                                    # gossip mix (Eq. 7), see mixing.py
-    h   = discrepancy(x, x_new)                              # consensus-derived signal
+    h   = consensus_signal(x, x½, x_new)                     # x − x_new or x½ − x_new, signed, scaled
     m   = β1·m' + (1−β1)·h ;  v = β2·v' + (1−β2)·h⊙h       # block-wise moment approximation (BMA)
 
 Variants: ``without_bma`` keeps m = m', v = v' (β1 = β2 = 1); ``trivial_bma`` builds the
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from deca_ray.algorithm.choices import H_SCALES, H_SIGNS, VARIANTS
+from deca_ray.algorithm.choices import H_SCALES, H_SIGNALS, H_SIGNS, VARIANTS
 
 
 @dataclass(frozen=True)
@@ -32,12 +32,14 @@ class DecaHyperParams:
     bma_beta1: float = 0.9  # β1
     bma_beta2: float = 0.999  # β2
     variant: str = "full"
+    h_signal: str = "update"
     h_sign: str = "old_minus_new"
     h_scale: str = "unit_norm"
 
     def __post_init__(self) -> None:
         for value, allowed, name in (
             (self.variant, VARIANTS, "variant"),
+            (self.h_signal, H_SIGNALS, "h_signal"),
             (self.h_sign, H_SIGNS, "h_sign"),
             (self.h_scale, H_SCALES, "h_scale"),
         ):
@@ -79,20 +81,41 @@ def local_half_step(x: torch.Tensor, grad: torch.Tensor, moments: BlockMoments, 
     m_local = torch.lerp(moments.m, grad, 1 - hp.adam_beta1)  # α1·m + (1−α1)·g
     v_local = (moments.v * hp.adam_beta2).addcmul_(grad, grad, value=1 - hp.adam_beta2)
     bias1 = 1 - hp.adam_beta1**moments.step
-    bias2_sqrt = (1 - hp.adam_beta2**moments.step) ** 0.5
-    denom = (v_local.sqrt() / bias2_sqrt).add_(hp.eps)  # sqrt(v̂') + ε
+    denom = adam_denominator(v_local, moments.step, hp)
     x_half = torch.addcdiv(x, m_local, denom, value=-hp.lr / bias1)
     return HalfStep(x_half=x_half, m_local=m_local, v_local=v_local)
 
 
-def discrepancy(
-    x_old: torch.Tensor, x_new: torch.Tensor, hp: DecaHyperParams, out: torch.Tensor | None = None
-) -> torch.Tensor:
-    """h: the consensus-derived signal, signed and scaled as configured (ALGORITHM.md open point 1).
+def adam_denominator(v_local: torch.Tensor, step: int, hp: DecaHyperParams) -> torch.Tensor:
+    """sqrt(v̂') + ε after ``step`` steps: what the Adam half-step divides m̂' by."""
+    bias2_sqrt = (1 - hp.adam_beta2**step) ** 0.5
+    return (v_local.sqrt() / bias2_sqrt).add_(hp.eps)
 
-    ``old_minus_new`` divided by γ reads as a pseudo-gradient: if x_new = x_old − γ·d then h = d.
-    ``out`` (may be ``x_old`` itself) receives h instead of a new tensor: one block-sized
-    allocation less in the exchange phase.
+
+def consensus_signal(
+    x: torch.Tensor, half: HalfStep, x_new: torch.Tensor, hp: DecaHyperParams, step: int,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """h as configured (ALGORITHM.md open point 1): ``hp.h_signal`` picks x_k − x_new (``update``) or
+    x½ − x_new (``consensus_gap``), then ``discrepancy`` signs and scales it. ``step``: the moments'
+    step count after this half-step. ``out`` may be ``x`` itself (x_k is not needed after h)."""
+    step_norm = torch.linalg.vector_norm(x - half.x_half) if hp.h_scale == "relative_to_step" else None
+    denom = adam_denominator(half.v_local, step, hp) if hp.h_scale == "gradient_units" else None
+    old = x if hp.h_signal == "update" else half.x_half
+    return discrepancy(old, x_new, hp, out=out, denom=denom, step_norm=step_norm)
+
+
+def discrepancy(
+    x_old: torch.Tensor, x_new: torch.Tensor, hp: DecaHyperParams, out: torch.Tensor | None = None, *,
+    denom: torch.Tensor | None = None, step_norm: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``x_old − x_new`` (or its negation), scaled as ``hp.h_scale`` says.
+
+    ``lr``: ÷γ, so if x_new = x_old − γ·d then h = d. ``unit_norm``: one unit over the block.
+    ``gradient_units``: ·``denom``/γ with ``denom`` = sqrt(v̂') + ε, undoing Adam's normalisation
+    (for a pure Adam step, h = m̂'). ``relative_to_step``: ÷ ``step_norm`` = ‖x_k − x½‖, the size of
+    this step's own local move. ``out`` (may be ``x_old`` itself) receives h instead of a new
+    tensor: one block-sized allocation less in the exchange phase.
     """
     if hp.h_sign == "old_minus_new":
         h = torch.sub(x_old, x_new, out=out)
@@ -101,9 +124,20 @@ def discrepancy(
     if hp.h_scale == "lr":
         return h.div_(hp.lr)
     if hp.h_scale == "unit_norm":
-        norm = torch.linalg.vector_norm(h)
-        return h.div_(norm) if norm > 0 else h
+        return _divide_unless_zero(h, torch.linalg.vector_norm(h))
+    if hp.h_scale == "gradient_units":
+        if denom is None:
+            raise ValueError("h_scale gradient_units needs the Adam denominator sqrt(v̂') + ε")
+        return h.mul_(denom).div_(hp.lr)
+    if hp.h_scale == "relative_to_step":
+        if step_norm is None:
+            raise ValueError("h_scale relative_to_step needs the local step's norm ‖x_k − x½‖")
+        return _divide_unless_zero(h, step_norm)
     return h
+
+
+def _divide_unless_zero(h: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    return h.div_(norm) if norm > 0 else h
 
 
 def apply_bma(moments: BlockMoments, half: HalfStep, h: torch.Tensor | None, hp: DecaHyperParams) -> None:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from deca_ray.algorithm.choices import HScale, HSign, MomentLifetime, Variant
+from deca_ray.algorithm.choices import HScale, HSign, HSignal, MomentLifetime, Variant
 from deca_ray.algorithm.deca import DecaHyperParams
 from deca_ray.config import AlgorithmConfig
 from deca_ray.methods import register
@@ -29,9 +29,13 @@ class DecaOptions(BlockWiseOptions):
     bma_beta2: float = Field(0.999, ge=0, le=1)
     """β2."""
     variant: Variant = "full"
+    h_signal: HSignal = "update"
+    """What h measures: ``update`` = x_k − x_new (the whole move of the inner step), or
+    ``consensus_gap`` = x½ − x_new (local minus aggregated block: the consensus pull alone)."""
     h_sign: HSign = "old_minus_new"
     h_scale: HScale = "unit_norm"
-    """Scale of h: ``unit_norm`` measured best (BENCHMARKS.md section Q); ``lr`` divides by γ; ``raw``."""
+    """Scale of h: ``unit_norm`` measured best for ``update`` (BENCHMARKS.md section Q); ``lr`` ÷γ; ``raw``;
+    ``gradient_units`` ·(√v̂′ + ε)/γ; ``relative_to_step`` ÷‖x_k − x½‖."""
 
 
 class LocalBlockAdamOptions(BlockWiseOptions):
@@ -63,7 +67,7 @@ class Deca(_BlockWise):
         return DecaHyperParams(
             lr=config.lr, adam_beta1=config.adam_beta1, adam_beta2=config.adam_beta2, eps=config.eps,
             bma_beta1=config.bma_beta1, bma_beta2=config.bma_beta2, variant=config.variant,
-            h_sign=config.h_sign, h_scale=config.h_scale,
+            h_signal=config.h_signal, h_sign=config.h_sign, h_scale=config.h_scale,
         )
 
 

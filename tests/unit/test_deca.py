@@ -9,7 +9,15 @@ import sys
 import pytest
 import torch
 
-from deca_ray.algorithm.deca import BlockMoments, DecaHyperParams, apply_bma, discrepancy, local_half_step
+from deca_ray.algorithm.deca import (
+    BlockMoments,
+    DecaHyperParams,
+    HalfStep,
+    apply_bma,
+    consensus_signal,
+    discrepancy,
+    local_half_step,
+)
 from deca_ray.algorithm.mixing import consensus_distance, mix, mix_all
 from deca_ray.data.batching import collate
 from tests.helpers import PAD, tiny_client, tiny_config
@@ -119,6 +127,60 @@ def test_unit_norm_of_zero_discrepancy_stays_zero():
     assert torch.equal(discrepancy(torch.ones(3), torch.ones(3), hp), torch.zeros(3))
 
 
+# x_k = (1, 1), x½ = (0.5, 1.5), x_new = (0.75, 1.0); v' = (4, 16) after step 1 with α2 = 0.75, ε = 0:
+# √v̂' = √(v' / (1 − 0.75)) = (4, 8). Hand-computed h for every signal and scale.
+X, X_HALF, X_NEW = torch.tensor([1.0, 1.0]), torch.tensor([0.5, 1.5]), torch.tensor([0.75, 1.0])
+HALF = HalfStep(x_half=X_HALF, m_local=torch.zeros(2), v_local=torch.tensor([4.0, 16.0]))
+STEP_NORM = (0.5**2 + 0.5**2) ** 0.5  # ‖x_k − x½‖
+
+
+@pytest.mark.parametrize(
+    ("signal", "scale", "expected"),
+    [
+        ("update", "raw", [0.25, 0.0]),
+        ("update", "lr", [2.5, 0.0]),
+        ("update", "unit_norm", [1.0, 0.0]),
+        ("update", "gradient_units", [0.25 * 4 / 0.1, 0.0]),
+        ("update", "relative_to_step", [0.25 / STEP_NORM, 0.0]),
+        ("consensus_gap", "raw", [-0.25, 0.5]),
+        ("consensus_gap", "lr", [-2.5, 5.0]),
+        ("consensus_gap", "unit_norm", [-0.25 / 0.3125**0.5, 0.5 / 0.3125**0.5]),
+        ("consensus_gap", "gradient_units", [-0.25 * 4 / 0.1, 0.5 * 8 / 0.1]),
+        ("consensus_gap", "relative_to_step", [-0.25 / STEP_NORM, 0.5 / STEP_NORM]),
+    ],
+)
+def test_consensus_signal_of_each_definition_and_scale(signal, scale, expected):
+    hp = DecaHyperParams(lr=0.1, adam_beta2=0.75, eps=0.0, h_signal=signal, h_scale=scale)
+    h = consensus_signal(X.clone(), HALF, X_NEW, hp, step=1)
+    torch.testing.assert_close(h, torch.tensor(expected))
+
+
+@pytest.mark.parametrize("signal", ["update", "consensus_gap"])
+def test_the_opposite_sign_negates_every_signal(signal):
+    hp = DecaHyperParams(lr=0.1, h_signal=signal, h_scale="raw")
+    flipped = DecaHyperParams(lr=0.1, h_signal=signal, h_scale="raw", h_sign="new_minus_old")
+    torch.testing.assert_close(consensus_signal(X, HALF, X_NEW, flipped, 1), -consensus_signal(X, HALF, X_NEW, hp, 1))
+
+
+@pytest.mark.parametrize("scale", ["raw", "lr", "unit_norm", "gradient_units", "relative_to_step"])
+def test_without_gossip_the_consensus_gap_is_exactly_zero(scale):
+    # W = I: x_new = x½, so local minus aggregated is 0 under every scale (and BMA blends in zeros)
+    hp = DecaHyperParams(lr=0.1, h_signal="consensus_gap", h_scale=scale)
+    assert torch.equal(consensus_signal(X, HALF, X_HALF.clone(), hp, step=1), torch.zeros(2))
+
+
+def test_gradient_units_turn_a_pure_adam_step_back_into_its_first_moment():
+    # Prepare: one Adam half-step with no gossip (x_new = x½), signal = the update x_k − x½
+    hp = DecaHyperParams(lr=0.01, h_signal="update", h_scale="gradient_units", eps=0.0)
+    moments = BlockMoments.zeros_like(torch.zeros(3))
+    x = torch.tensor([0.3, -0.2, 1.0])
+    half = local_half_step(x, torch.tensor([0.5, -2.0, 0.1]), moments, hp)
+    # Execute
+    h = consensus_signal(x, half, half.x_half, hp, moments.step)
+    # Assert: γ·m̂'/(√v̂'+ε) · (√v̂'+ε)/γ = m̂' = m' / (1 − α1)
+    torch.testing.assert_close(h, half.m_local / (1 - hp.adam_beta1))
+
+
 def _one_step(variant: str) -> BlockMoments:
     hp = DecaHyperParams(lr=0.1, adam_beta1=0.5, adam_beta2=0.5, bma_beta1=0.25, bma_beta2=0.5,
                          variant=variant, h_scale="raw")
@@ -174,3 +236,15 @@ def test_algorithm_package_never_imports_ray_mlflow_or_pydantic():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("scale", ["gradient_units", "relative_to_step"])
+def test_a_run_with_the_consensus_gap_trains_through_the_client(scale):
+    from deca_ray.algorithm.topology import build_topology
+    from deca_ray.reference import run_reference
+
+    config = tiny_config(algorithm={"h_signal": "consensus_gap", "h_scale": scale})
+    clients = [tiny_client(config, i) for i in range(3)]
+    history = run_reference(clients, build_topology("ring", 3), config.algorithm, seed=0)
+    assert all(torch.isfinite(torch.tensor(step.client_losses)).all() for step in history)
+    assert clients[0].block is not None and torch.isfinite(clients[0].block.moments.v).all()
