@@ -16,7 +16,7 @@ from deca_ray.algorithm.mixing import consensus_distance
 from deca_ray.algorithm.topology import Topology
 from deca_ray.client import ClientWorker
 from deca_ray.config import AlgorithmConfig
-from deca_ray.schedule import Position, StepMetrics, schedule
+from deca_ray.schedule import Position, StepMetrics, bytes_sent, local_consensus, mix_compute_s, schedule
 
 
 def run_reference(
@@ -49,22 +49,28 @@ def inner_step(clients: Sequence[ClientWorker], topology: Topology, position: Po
         halves.append(x_half)
         infos.append(info)
     exchange_started = time.perf_counter()
-    mixed = []
+    mixed, senders_of = [], {}
     for index, client in enumerate(clients):
-        neighbours = [(halves[j], weight) for j, weight in topology.in_neighbours(index, position.global_step)]
-        mixed.append(client.mix(neighbours, topology.self_weight(index, position.global_step)))
+        neighbours = topology.in_neighbours(index, position.global_step)
+        senders_of[index] = [j for j, _ in neighbours]
+        self_weight = topology.self_weight(index, position.global_step)
+        mixed.append(client.mix([(halves[j], weight) for j, weight in neighbours], self_weight))
     exchange_time = time.perf_counter() - exchange_started
     block_bytes = clients[0].block_bytes(position.block_index)
+    local, per_client = local_consensus(mixed)
     return StepMetrics(
         position=position,
         clients=[client.spec.client_index for client in clients],
         client_losses=[info["loss"] for info in infos],
-        bytes_sent=[block_bytes * topology.out_degree(i, position.global_step) for i in range(len(clients))],
+        bytes_sent=bytes_sent(senders_of, block_bytes, range(len(clients))),  # topology ids are list positions
         step_time_s=time.perf_counter() - started,
         exchange_time_s=exchange_time,
+        # In one process the exact figure costs no gather, so the oracle reports it every step.
         consensus_distance=consensus_distance(torch.stack([c.active_block_tensor() for c in clients])),
+        local_consensus_distance=local,
+        client_neighbourhood_distance_sq=per_client,
         client_compute_s=[info["compute_s"] for info in infos],
         client_tokens=[info["tokens"] for info in infos],
         client_tensor_bytes=[info["tensor_bytes"] for info in infos],
-        client_mix_compute_s=[sum(timings.values()) for timings in mixed],
+        client_mix_compute_s=[mix_compute_s(timings) for timings in mixed],
     )

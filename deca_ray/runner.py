@@ -20,7 +20,7 @@ from deca_ray.runtime.checkpointer import Checkpointer
 from deca_ray.runtime.driver import Driver
 from deca_ray.runtime.group import ClientGroup, LocalClientGroup
 from deca_ray.runtime.topology_service import TopologyService
-from deca_ray.schedule import StepMetrics, total_steps
+from deca_ray.schedule import StepMetrics, schedule, total_steps
 from deca_ray.tracking import Tracker
 
 logger = logging.getLogger(__name__)
@@ -48,17 +48,16 @@ def run_experiment(
     """Train with the configured backend; with ``resume_dir``, continue that run from its last checkpoint."""
     started = time.perf_counter()
     inputs = prepare_inputs(config)  # bad data fails here, before anything is written
-    checkpointer = Checkpointer(config.checkpoint, Path("."), config.fingerprint(), config.algorithm.inner_steps)
     if resume_dir is not None:
         run_dir = resume_dir
-        checkpointer.directory = config.checkpoint.directory or run_dir / "checkpoints"
-        if checkpointer.load_latest() is None:
-            raise DecaError(f"{run_dir} holds no checkpoint to resume from ({checkpointer.directory} is empty)")
     else:
         run_dir = _new_run_dir(config)
         (run_dir / "config.yaml").write_text(dump_config(config))
         _write_json(run_dir / "partition.json", inputs.data.partition_report)
-        checkpointer.directory = config.checkpoint.directory or run_dir / "checkpoints"
+    checkpointer = Checkpointer(config.checkpoint, config.checkpoint.directory or run_dir / "checkpoints",
+                                config.fingerprint(), config.algorithm.inner_steps)
+    if resume_dir is not None and checkpointer.load_latest() is None:
+        raise DecaError(f"{run_dir} holds no checkpoint to resume from ({checkpointer.directory} is empty)")
     resumed_state = checkpointer.latest.run_state if checkpointer.latest else {}
     tracker = Tracker(config.tracking, run_dir)
     tracker.start(config, run_id=resumed_state.get("mlflow_run_id"))
@@ -82,26 +81,20 @@ def _train_and_evaluate(
     resumed = checkpointer.latest
     summary: dict = {"name": config.name, "method": config.algorithm.type, "backend": config.runtime.backend,
                      "num_clients": len(group.client_ids), "fingerprint": config.fingerprint()}
+    driver = Driver(
+        group, topology, list(schedule(group.num_blocks, config.algorithm, config.seed)), config.runtime,
+        checkpointer=checkpointer if config.checkpoint.enabled else None,
+        consensus_every_steps=config.tracking.consensus_every_steps,
+        run_state=lambda: {"mlflow_run_id": tracker.run_id, "before": summary.get("before", {})},
+    )
     if resumed is not None:
-        if resumed.run_state.get("dropped"):
-            topology.remove_clients(resumed.run_state["dropped"])
-            group.drop(resumed.run_state["dropped"])
-        checkpointer.restore(group, resumed)
+        driver.resume(resumed)
         summary["before"] = resumed.run_state.get("before", {})
         summary["resumed_from"] = str(resumed.path)
     elif config.evaluation.before_training:
         # Every client starts from x0, so x̄ and each client's model are the same model here.
         summary["before"] = _prefixed(group.evaluate_average(inputs.data, config.evaluation), "avg/")
         tracker.log_metrics(summary["before"] | {"spectral_gap": topology.spectral_gap()}, step=0)
-    driver = Driver(
-        group, topology, group.num_blocks, config.algorithm, config.seed, runtime=config.runtime,
-        checkpointer=checkpointer if config.checkpoint.enabled else None,
-        consensus_every_steps=config.tracking.consensus_every_steps,
-        run_state=lambda: {"mlflow_run_id": tracker.run_id, "before": summary.get("before", {})},
-    )
-    if resumed is not None:
-        driver.dropped = list(resumed.run_state.get("dropped", []))
-        driver.restarts = {int(k): v for k, v in resumed.run_state.get("restarts", {}).items()}
     ray_metrics = RayMetrics(run_dir.name)
     ray_metrics.record_spectral_gap(topology.spectral_gap())
 
@@ -113,13 +106,12 @@ def _train_and_evaluate(
 
     if on_start is not None:
         on_start(total_steps(group.num_blocks, config.algorithm))
-    start_step = resumed.global_step + 1 if resumed is not None else 0
-    history = driver.run(record, start_step=start_step)
+    history = driver.run(record)
     summary |= _training_summary(history, group.client_ids, driver)
     summary["topology"] = topology.describe()
     if config.evaluation.after_training:
         summary["after"] = _evaluate_after(group, inputs, config)
-        tracker.log_metrics({f"final/{k}": v for k, v in summary["after"].items()}, step=start_step + len(history))
+        tracker.log_metrics({f"final/{k}": v for k, v in summary["after"].items()}, step=driver.start_step + len(history))
     return RunResult(run_dir, summary, history, tracker.tracking_uri, tracker.run_id)
 
 
@@ -130,7 +122,8 @@ def _backend(config: ExperimentConfig, inputs: Inputs, stack: ExitStack):
         group: ClientGroup = LocalClientGroup(build_clients(config, inputs))
         return group, service
     from deca_ray.runtime.cluster import connect, disconnect
-    from deca_ray.runtime.ray_group import RayClientGroup, RemoteTopology
+    from deca_ray.runtime.ray_group import RayClientGroup
+    from deca_ray.runtime.remote_topology import RemoteTopology
 
     stack.callback(disconnect, connect(config.runtime))
     topology = RemoteTopology(service)

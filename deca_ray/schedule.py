@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from deca_ray.algorithm.blocks import block_order
@@ -54,7 +54,14 @@ class StepMetrics:
     step_time_s: float
     exchange_time_s: float = 0.0
     consensus_distance: float | None = None
-    """Mean over clients of ‖x_i − x̄‖² on the active block after mixing."""
+    """Exact: mean over clients of ‖x_i − x̄‖² on the active block after mixing. A central gather of
+    every block, so measured only at block boundaries (or every ``tracking.consensus_every_steps``);
+    None on other steps."""
+    local_consensus_distance: float | None = None
+    """Every step, without a gather: mean over clients of ‖x½_i − x_new_i‖², each client's squared
+    distance to its neighbourhood mix Σ_j w_ij·x½_j (what its own mix already computes)."""
+    client_neighbourhood_distance_sq: list[float] = field(default_factory=list)
+    """Each client's ‖x½_i − x_new_i‖² (the terms of ``local_consensus_distance``)."""
     client_compute_s: list[float] = field(default_factory=list)
     """Each client's own half-step time (forward, backward, Adam)."""
     client_tokens: list[float] = field(default_factory=list)
@@ -88,3 +95,35 @@ class StepMetrics:
         record["mean_loss"] = self.mean_loss
         record["barrier_wait_s"] = self.barrier_wait_s
         return record
+
+
+MIX_TIMING_KEYS = ("combine_s", "moments_s")
+"""The keys of ``ClientWorker.mix``'s dict that are seconds (the others are measurements)."""
+NEIGHBOURHOOD_DISTANCE_KEY = "neighbourhood_distance_sq"
+"""The key of ``ClientWorker.mix``'s dict holding ‖x½_i − x_new_i‖²."""
+
+
+def bytes_sent(senders_of: Mapping[int, Iterable[int]], block_bytes: int, clients: Sequence[int]) -> list[int]:
+    """Bytes each of ``clients`` sent this step: its block once per client that mixed it in.
+
+    ``senders_of[i]``: the clients whose blocks client i mixed in (its in-neighbours this step), so
+    a client's count is its out-degree; one function for the runtime driver and the reference loop.
+    """
+    sent = dict.fromkeys(clients, 0)
+    for senders in senders_of.values():
+        for sender in senders:
+            sent[sender] = sent.get(sender, 0) + block_bytes
+    return [sent[client] for client in clients]
+
+
+def mix_compute_s(mixed: Mapping[str, float]) -> float:
+    """A client's own arithmetic in the exchange phase: the timing keys of its mix dict only."""
+    return sum(mixed.get(key, 0.0) for key in MIX_TIMING_KEYS)
+
+
+def local_consensus(mixed: Sequence[Mapping[str, float]]) -> tuple[float | None, list[float]]:
+    """(mean, per-client) ‖x½_i − x_new_i‖² from the clients' mix dicts; (None, []) if any lacks it."""
+    values = [report.get(NEIGHBOURHOOD_DISTANCE_KEY) for report in mixed]
+    if not values or any(value is None for value in values):
+        return None, []
+    return sum(values) / len(values), [float(value) for value in values]

@@ -46,8 +46,10 @@ def step_metrics(metrics: StepMetrics) -> dict[str, float]:
         "schedule/round": float(metrics.position.round_index),
         "schedule/block": float(metrics.position.block_index),
     }
-    if metrics.consensus_distance is not None:
+    if metrics.consensus_distance is not None:  # exact figure: block boundaries (or every N steps) only
         values["consensus_distance"] = metrics.consensus_distance
+    if metrics.local_consensus_distance is not None:
+        values["local_consensus_distance"] = metrics.local_consensus_distance
     values["late_clients"] = float(len(metrics.late_clients))
     values.update({f"client_loss/{client}": loss for client, loss in zip(metrics.clients, losses, strict=True)})
     return values

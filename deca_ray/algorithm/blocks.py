@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from deca_ray.algorithm.choices import BLOCK_ORDERS
+
 # Transformer layer containers across HF families: LLaMA/Qwen/Mistral `model.layers.N.`,
 # GPT-2 `transformer.h.N.`, GPT-NeoX `gpt_neox.layers.N.`, OPT `decoder.layers.N.`, Falcon `h.N.`.
 _LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
@@ -132,7 +134,7 @@ def block_order(
                 f"algorithm.blocks.fixed_order {fixed} must list block indices in 0..{num_blocks - 1}"
             )
         return fixed
-    raise ValueError(f"unknown block order {order!r}; use ascending, descending, random or fixed")
+    raise ValueError(f"unknown block order {order!r}; use one of {', '.join(BLOCK_ORDERS)}")
 
 
 def _classify(

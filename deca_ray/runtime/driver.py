@@ -3,7 +3,8 @@
 It also applies the reliability policies: checkpoints on schedule; a dead client is
 restarted (or dropped and the graph re-weighted) and every client rolls back to the last
 checkpoint; late clients are skipped after a deadline; a non-finite loss stops the run or
-rolls it back once.
+rolls it back once. Resuming a stopped run is the driver's too (``Driver.resume``): the
+failure state it records in each checkpoint is what it restores.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from deca_ray.config import AlgorithmConfig, RuntimeConfig
+from deca_ray.checkpoint import Manifest
+from deca_ray.config import RuntimeConfig
 from deca_ray.errors import DecaError, TopologyError
 from deca_ray.runtime.checkpointer import Checkpointer
 from deca_ray.runtime.group import ClientFailure, ClientGroup
 from deca_ray.runtime.topology_service import MixPlan
-from deca_ray.schedule import Position, StepMetrics, schedule
+from deca_ray.schedule import Position, StepMetrics, bytes_sent, local_consensus, mix_compute_s
 
 logger = logging.getLogger(__name__)
 
@@ -37,43 +39,52 @@ class TopologyLike(Protocol):
 
 
 class Driver:
-    """Executes the schedule; each inner step is one method so tests can drive it with a fake group."""
+    """Executes the schedule; each inner step is one method so tests can drive it with a fake group.
+
+    ``positions``: every inner step of the run, in order (``schedule.schedule``). ``runtime``: the
+    failure, straggler and NaN policies. ``checkpointer``: ready to write into the run's checkpoint
+    directory (None: no checkpoints, so failures cannot be rolled back). ``consensus_every_steps``:
+    0 measures the exact consensus distance (a gather of every block) at block boundaries only,
+    N > 0 also every N steps. ``run_state``: caller state recorded in every checkpoint.
+    """
 
     def __init__(
         self,
         group: ClientGroup,
         topology: TopologyLike,
-        num_blocks: int,
-        algorithm: AlgorithmConfig,
-        seed: int,
+        positions: Sequence[Position],
         runtime: RuntimeConfig | None = None,
         checkpointer: Checkpointer | None = None,
-        consensus_every_steps: int = 1,
+        consensus_every_steps: int = 0,
         run_state: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
+        if consensus_every_steps < 0:
+            raise ValueError(f"consensus_every_steps={consensus_every_steps}; use 0 (block boundaries) or N > 0")
         self.group = group
         self.topology = topology
-        self.num_blocks = num_blocks
-        self.algorithm = algorithm
-        self.seed = seed
+        self.positions = list(positions)
         self.runtime = runtime or RuntimeConfig()
         self.checkpointer = checkpointer
         self.consensus_every_steps = consensus_every_steps
         self.extra_run_state = run_state or dict
+        self.start_step = 0
+        """Index into ``positions`` where ``run`` starts (set by ``resume``)."""
         self.dropped: list[int] = []
         self.restarts: dict[int, int] = {}
         self.events: list[dict[str, Any]] = []
         """Failures and what was done about them, for the run summary."""
+        self._block_ends = _block_ends(self.positions)
 
     # ------------------------------------------------------------------ the loop
 
-    def run(self, on_step: Callable[[StepMetrics], None] | None = None, start_step: int = 0) -> list[StepMetrics]:
-        positions = list(schedule(self.num_blocks, self.algorithm, self.seed))
+    def run(self, on_step: Callable[[StepMetrics], None] | None = None) -> list[StepMetrics]:
+        """Every remaining inner step (from ``start_step``); returns their metrics, minus rolled-back ones."""
+        positions = self.positions
         if self.checkpointer is not None and self.checkpointer.latest is None:
             self.checkpointer.save(self.group, -1, self.run_state())  # x0: what an early failure rolls back to
         history: list[StepMetrics] = []
         retried: set[int] = set()
-        index = start_step
+        index = self.start_step
         while index < len(positions):
             position = positions[index]
             try:
@@ -102,6 +113,26 @@ class Driver:
         """What a checkpoint records besides the clients: dropped clients, restarts, caller state."""
         return {"dropped": self.dropped, "restarts": self.restarts, "events": self.events} | self.extra_run_state()
 
+    def resume(self, manifest: Manifest) -> int:
+        """Continue a stopped run from ``manifest`` (its last checkpoint); returns the step it resumes at.
+
+        Clients dropped before the stop leave the topology and the group again, the restart counts
+        and events carry on, and every client restores the checkpoint; ``run`` then starts there.
+        """
+        state = manifest.run_state
+        dropped = list(state.get("dropped", []))
+        if dropped:
+            self.topology.remove_clients(dropped)
+            self.group.drop(dropped)
+        self.dropped = dropped
+        self.restarts = {int(client): count for client, count in state.get("restarts", {}).items()}  # JSON keys
+        self.events = list(state.get("events", []))
+        self.group.restore_checkpoint(manifest.path, manifest.client_meta)
+        if self.checkpointer is not None:
+            self.checkpointer.latest = manifest  # what a failure after resuming rolls back to
+        self.start_step = manifest.global_step + 1
+        return self.start_step
+
     # ------------------------------------------------------------------ one inner step
 
     def step(self, position: Position) -> StepMetrics:
@@ -118,23 +149,32 @@ class Driver:
         exchange_started = time.perf_counter()
         mixed = self.group.mix(plans, half.handles, wait_for=set(half.infos))
         exchange_time = time.perf_counter() - exchange_started
-        measure = not half.late and self.consensus_every_steps and position.global_step % self.consensus_every_steps == 0
         clients = sorted(half.infos)
-        sent = _bytes_sent(plans, self.group.block_bytes(position.block_index))
+        mixed = mixed or {}
+        local, per_client = local_consensus([mixed.get(i, {}) for i in clients])
+        senders_of = {plan.client: [j for j, _ in plan.neighbours] for plan in plans}
+        exact = not half.late and self._exact_consensus_due(position)  # late blocks would skew the gather
         return StepMetrics(
             position=position,
             clients=clients,
             client_losses=[half.infos[i]["loss"] for i in clients],
-            bytes_sent=[sent.get(i, 0) for i in clients],
+            bytes_sent=bytes_sent(senders_of, self.group.block_bytes(position.block_index), clients),
             step_time_s=time.perf_counter() - started,
             exchange_time_s=exchange_time,
-            consensus_distance=self.group.consensus_distance() if measure else None,
+            consensus_distance=self.group.consensus_distance() if exact else None,
+            local_consensus_distance=local,
+            client_neighbourhood_distance_sq=per_client,
             client_compute_s=[half.infos[i]["compute_s"] for i in clients],
             client_tokens=[half.infos[i]["tokens"] for i in clients],
             client_tensor_bytes=[half.infos[i].get("tensor_bytes", 0.0) for i in clients],
-            client_mix_compute_s=[sum(mixed[i].values()) if mixed and i in mixed else 0.0 for i in clients],
+            client_mix_compute_s=[mix_compute_s(mixed.get(i, {})) for i in clients],
             late_clients=sorted(half.late),
         )
+
+    def _exact_consensus_due(self, position: Position) -> bool:
+        """The central gather: at the end of each block activation, and every N steps if asked."""
+        every = self.consensus_every_steps
+        return position.global_step in self._block_ends or (every > 0 and position.global_step % every == 0)
 
     # ------------------------------------------------------------------ failures
 
@@ -174,13 +214,10 @@ class Driver:
         return f"The last checkpoint is {self.checkpointer.latest.path} (deca-ray run --resume RUN_DIR)."
 
 
-def _bytes_sent(plans: Sequence[MixPlan], block_bytes: int) -> dict[int, int]:
-    """Bytes each client's block was fetched for: once per neighbour that mixes it in."""
-    sent: dict[int, int] = {}
-    for plan in plans:
-        for neighbour, _ in plan.neighbours:
-            sent[neighbour] = sent.get(neighbour, 0) + block_bytes
-    return sent
+def _block_ends(positions: Sequence[Position]) -> set[int]:
+    """Global steps that end a block activation (the next step begins a block, or the run ends)."""
+    following = [*positions[1:], None]
+    return {p.global_step for p, after in zip(positions, following) if after is None or after.inner_step == 0}
 
 
 def _where(position: Position) -> str:

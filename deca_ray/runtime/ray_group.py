@@ -1,177 +1,41 @@
-"""RayClientGroup: ClientWorker actors placed by a placement group, one client per actor by default.
+"""RayClientGroup: ClientActors placed by a placement group, each inner-step phase fanned out to all.
 
 With ``runtime.clients_per_actor`` > 1 an actor hosts several "virtual" clients that share the
 frozen base weights in memory (large simulations on few devices); everything else is unchanged,
 since the group addresses clients, not actors.
 
-Blocks leave ``half_step`` as numpy arrays: Ray stores them in the object store once and
-neighbours read them zero-copy and read-only (RAY-NOTES.md); the driver passes the
-ObjectRefs on to ``mix`` as top-level arguments, so Ray resolves them inside the receiving
-actor and the tensors never pass through the driver. Checkpoint files are written by the
-actors themselves for the same reason.
+The group owns placement, fan-out, the mapping of Ray errors to ClientFailure / DecaError, and
+the straggler deadline. How blocks travel is the transport's (``transports``): the driver passes
+the block refs on to ``mix`` as top-level arguments, so Ray resolves them inside the receiving
+actor and the tensors never pass through the driver.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import time
-import warnings
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 import torch
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from deca_ray.algorithm.mixing import consensus_distance
-from deca_ray.checkpoint import read_client_file, write_client_file
-from deca_ray.client import ClientSpec, ClientWorker, shared_base_model
+from deca_ray.client import ClientSpec
 from deca_ray.config import EvaluationConfig, RuntimeConfig
 from deca_ray.data.types import EncodedExample, PreparedData
 from deca_ray.errors import DecaError, RuntimeSetupError
+from deca_ray.runtime.actor import ClientActor
+from deca_ray.runtime.consensus import ConsensusMonitor
 from deca_ray.runtime.group import BlockHandle, ClientFailure, HalfStepResult
-from deca_ray.runtime.topology_service import MixPlan, TopologyService
+from deca_ray.runtime.topology_service import MixPlan
+from deca_ray.runtime.transports import make_transport
 
 logger = logging.getLogger(__name__)
-
-
-class ClientActor:
-    """The Ray-facing shell of the ClientWorkers it hosts: tensors in and out as numpy arrays."""
-
-    def __init__(self, specs: Sequence[ClientSpec], torch_threads: int) -> None:
-        torch.set_num_threads(torch_threads)
-        self.specs = list(specs)
-        self.workers: dict[int, ClientWorker] = {}
-        self._delay_s = 0.0
-        self._info: dict[int, dict[str, float]] = {}
-
-    def setup(self, *shards: Sequence[EncodedExample]) -> int:
-        """Load the model(s) and take the data shards, in spec order (again after a restart: Ray
-        re-runs only __init__).
-
-        Shards come here rather than to __init__ so that restartable actors keep no large
-        constructor arguments in the object store (Ray warns they may be lost).
-        """
-        shared = shared_base_model(self.specs[0]) if len(self.specs) > 1 else None
-        self.workers = {
-            spec.client_index: ClientWorker(spec, shard, shared_base=shared)
-            for spec, shard in zip(self.specs, shards, strict=True)
-        }
-        return next(iter(self.workers.values())).partition.num_blocks
-
-    def pid(self, client: int) -> int:
-        return os.getpid()
-
-    def inject_delay(self, seconds: float) -> None:
-        """Fault injection for straggler tests: sleep this long in every half-step."""
-        self._delay_s = seconds
-
-    def begin_block(self, client: int, block_index: int) -> None:
-        self.workers[client].begin_block(block_index)
-
-    def half_step(self, client: int) -> tuple[np.ndarray, dict[str, float]]:
-        """Object-store exchange: x½ as a numpy array (stored once, read zero-copy by neighbours)."""
-        x_half, info = self._half_step(client)
-        return x_half.cpu().numpy(), info  # never mutated after this: the object store may hold a view
-
-    @ray.method(tensor_transport="gloo")
-    def half_step_gloo(self, client: int) -> torch.Tensor:
-        """Ray Direct Transport over gloo (CPU tensors); metrics via ``last_info``."""
-        x_half, self._info[client] = self._half_step(client)
-        return x_half.cpu()
-
-    @ray.method(tensor_transport="nccl")
-    def half_step_nccl(self, client: int) -> torch.Tensor:
-        """Ray Direct Transport over NCCL: x½ stays on this actor's GPU until a neighbour pulls it."""
-        x_half, self._info[client] = self._half_step(client)
-        return x_half
-
-    def last_info(self, client: int) -> dict[str, float]:
-        return self._info[client]
-
-    def _half_step(self, client: int) -> tuple[torch.Tensor, dict[str, float]]:
-        if self._delay_s:
-            time.sleep(self._delay_s)
-        return self.workers[client].half_step()
-
-    def mix(
-        self, client: int, self_weight: float, weights: Sequence[float], *neighbour_blocks: np.ndarray | torch.Tensor
-    ) -> dict[str, float]:
-        # RDT hands over tensors (never mutated here); the object store hands over read-only arrays.
-        blocks = [b if isinstance(b, torch.Tensor) else _read_only_tensor(b) for b in neighbour_blocks]
-        return self.workers[client].mix(list(zip(blocks, weights, strict=True)), self_weight)
-
-    def active_block(self, client: int) -> np.ndarray:
-        return self.workers[client].active_block_tensor().cpu().numpy()
-
-    def block_bytes(self, client: int, block_index: int) -> int:
-        return self.workers[client].block_bytes(block_index)
-
-    def trainable_state(self, client: int) -> dict[str, torch.Tensor]:
-        return self.workers[client].trainable_state()
-
-    def trained_state(self, client: int) -> dict[str, torch.Tensor]:
-        return self.workers[client].trained_state()
-
-    def save_checkpoint(self, client: int, staging: str) -> dict:
-        tensors, meta = self.workers[client].checkpoint_state()
-        write_client_file(Path(staging), client, tensors)
-        return meta
-
-    def restore_checkpoint(self, client: int, checkpoint: str, meta: dict) -> None:
-        self.workers[client].restore_state(read_client_file(Path(checkpoint), client), meta)
-
-    def evaluate(self, client: int, data: PreparedData, config: EvaluationConfig) -> dict[str, float]:
-        return self.workers[client].evaluate(data, config)
-
-    def evaluate_average(
-        self, client: int, data: PreparedData, config: EvaluationConfig, *states: dict[str, torch.Tensor]
-    ) -> dict[str, float]:
-        worker = self.workers[client]
-        return worker.evaluate(data, config, state=worker.method.average(states))
-
-
-def _read_only_tensor(block: np.ndarray) -> torch.Tensor:
-    # Object-store arrays are read-only; torch warns on wrapping them. mix() never writes to them.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(block)
-
-
-class ConsensusMonitor:
-    """Reads every client's active block from the object store and measures their disagreement.
-
-    A long-lived actor rather than a task: a fresh task worker pays seconds of torch import
-    on every call (measured: 6 s per step with 4 SmolLM2 clients, against 0.2 s here).
-    """
-
-    def consensus_distance(self, *blocks: np.ndarray) -> float:
-        return consensus_distance(torch.stack([_read_only_tensor(block) for block in blocks]))
-
-
-class RemoteTopology:
-    """The TopologyService actor seen through the same methods as a local TopologyService."""
-
-    def __init__(self, service: TopologyService) -> None:
-        self.actor = ray.remote(TopologyService).options(num_cpus=0).remote(service.topology)
-
-    def plans(self, step: int) -> list[MixPlan]:
-        return ray.get(self.actor.plans.remote(step))
-
-    def remove_clients(self, clients: list[int]) -> list[MixPlan]:
-        return ray.get(self.actor.remove_clients.remote(clients))
-
-    def describe(self) -> dict:
-        return ray.get(self.actor.describe.remote())
-
-    def spectral_gap(self, step: int = 0) -> float:
-        return ray.get(self.actor.spectral_gap.remote(step))
 
 
 class RayClientGroup:
@@ -193,7 +57,7 @@ class RayClientGroup:
         """Each client's actor (co-hosted clients share one)."""
         setups = {clients[0]: self._setup(actor, clients) for actor, clients in self._hosts}
         self.num_blocks = next(iter(self._gather(setups, "start the clients").values()))
-        self._transport_group: Any = None
+        self._transport = make_transport(runtime.exchange)
         self._connect_transport()
         self._block_bytes: dict[int, int] = {}
         self._data_ref: ray.ObjectRef | None = None
@@ -240,23 +104,11 @@ class RayClientGroup:
 
     def _submit_half_steps(self) -> tuple[dict[int, ray.ObjectRef], dict[int, ray.ObjectRef]]:
         """(block refs, metric refs) per client, through the configured exchange."""
-        if self.runtime.exchange == "object_store":
-            pairs = {i: actor.half_step.options(num_returns=2).remote(i) for i, actor in self.actors.items()}
-            return {i: block for i, (block, _) in pairs.items()}, {i: info for i, (_, info) in pairs.items()}
-        method = "half_step_gloo" if self.runtime.exchange == "rdt_gloo" else "half_step_nccl"
-        blocks = {i: getattr(actor, method).remote(i) for i, actor in self.actors.items()}
-        return blocks, {i: actor.last_info.remote(i) for i, actor in self.actors.items()}
+        return self._transport.submit_half_steps(self.actors)
 
     def _connect_transport(self) -> None:
-        """(Re)build the collective group RDT needs, over the live actors."""
-        if self.runtime.exchange == "object_store":
-            return
-        from ray.experimental.collective import create_collective_group, destroy_collective_group
-
-        if self._transport_group is not None:
-            destroy_collective_group(self._transport_group)
-        backend = "torch_gloo" if self.runtime.exchange == "rdt_gloo" else "nccl"
-        self._transport_group = create_collective_group([actor for actor, _ in self._hosts], backend=backend)
+        """(Re)build what the transport needs over the live actors (RDT: a collective group)."""
+        self._transport.connect([actor for actor, _ in self._hosts])
 
     def mix(
         self, plans: Sequence[MixPlan], handles: Mapping[int, BlockHandle], wait_for: Collection[int]

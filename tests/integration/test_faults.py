@@ -16,8 +16,10 @@ from deca_ray.errors import DecaError
 from deca_ray.runtime.checkpointer import Checkpointer
 from deca_ray.runtime.driver import Driver
 from deca_ray.runtime.group import LocalClientGroup
-from deca_ray.runtime.ray_group import RayClientGroup, RemoteTopology
+from deca_ray.runtime.ray_group import RayClientGroup
+from deca_ray.runtime.remote_topology import RemoteTopology
 from deca_ray.runtime.topology_service import TopologyService
+from deca_ray.schedule import schedule
 from tests.helpers import PAD, TINY_VOCAB, synthetic_examples, tiny_client, tiny_config
 
 pytestmark = pytest.mark.integration
@@ -35,7 +37,8 @@ def _ray_driver(config, topology, directory):
     group = RayClientGroup(specs, SHARDS, config.runtime)
     checkpointer = Checkpointer(config.checkpoint, directory, config.fingerprint(), config.algorithm.inner_steps)
     remote = RemoteTopology(TopologyService(topology))
-    return group, remote, Driver(group, remote, group.num_blocks, config.algorithm, 0, config.runtime, checkpointer)
+    positions = list(schedule(group.num_blocks, config.algorithm, 0))
+    return group, remote, Driver(group, remote, positions, config.runtime, checkpointer)
 
 
 def _kill_at(group, step, client):
@@ -53,7 +56,7 @@ def test_sigkill_under_restart_ends_like_an_unfailed_run(ray_cluster, tmp_path):
     config = _config(failure_policy="restart")
     topology = build_topology("ring", 4)
     local = [tiny_client(config, i, SHARDS[i]) for i in range(4)]
-    Driver(LocalClientGroup(local), TopologyService(topology), 2, config.algorithm, 0).run()
+    Driver(LocalClientGroup(local), TopologyService(topology), list(schedule(2, config.algorithm, 0))).run()
     group, _, driver = _ray_driver(config, topology, tmp_path)
     try:
         # Execute: SIGKILL client 1's process after global step 2 (last checkpoint: step 1)

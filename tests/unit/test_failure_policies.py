@@ -13,6 +13,7 @@ from deca_ray.runtime.checkpointer import Checkpointer
 from deca_ray.runtime.driver import Driver, NonFiniteError
 from deca_ray.runtime.group import ClientFailure, LocalClientGroup
 from deca_ray.runtime.topology_service import TopologyService
+from deca_ray.schedule import schedule
 from tests.helpers import tiny_client, tiny_config
 
 
@@ -22,7 +23,7 @@ def _driver(tmp_path, nan_policy="stop", failure_policy="restart", checkpoints=T
     group = LocalClientGroup([tiny_client(config, i) for i in range(3)])
     checkpointer = Checkpointer(config.checkpoint, tmp_path, config.fingerprint(), 3) if checkpoints else None
     service = TopologyService(build_topology(topology, 3))
-    return group, Driver(group, service, 2, config.algorithm, 0, config.runtime, checkpointer), service
+    return group, Driver(group, service, list(schedule(2, config.algorithm, 0)), config.runtime, checkpointer), service
 
 
 def _poison_once(group, at_step, client):
@@ -67,7 +68,7 @@ def test_drop_reweights_survivors_and_rolls_back(tmp_path):
     group = _FailingOnce([tiny_client(config, i) for i in range(4)])
     service = TopologyService(build_topology("complete", 4))
     checkpointer = Checkpointer(config.checkpoint, tmp_path, config.fingerprint(), 3)
-    driver = Driver(group, service, 2, config.algorithm, 0, config.runtime, checkpointer)
+    driver = Driver(group, service, list(schedule(2, config.algorithm, 0)), config.runtime, checkpointer)
     history = driver.run()
     assert driver.dropped == [2] and sorted(group.clients) == [0, 1, 3]
     assert driver.events[0]["resumed_at_step"] == 3  # last checkpoint: the block boundary after step 2
@@ -79,6 +80,7 @@ def test_drop_reweights_survivors_and_rolls_back(tmp_path):
 def test_failure_without_checkpoints_says_so(tmp_path):
     config = tiny_config(num_clients=3)
     group = _FailingOnce([tiny_client(config, i) for i in range(3)])
-    driver = Driver(group, TopologyService(build_topology("ring", 3)), 2, config.algorithm, 0, config.runtime, None)
+    positions = list(schedule(2, config.algorithm, 0))
+    driver = Driver(group, TopologyService(build_topology("ring", 3)), positions, config.runtime, None)
     with pytest.raises(DecaError, match="checkpoint.enabled is false: nothing to roll back to"):
         driver.run()
