@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from deca_ray.algorithm.blocks import layer_of
+from deca_ray.client.model import ClientSpec
 from deca_ray.data.batching import IGNORE_INDEX
 from deca_ray.data.types import EncodedExample
 
@@ -149,9 +150,10 @@ class TrainingForward:
 
 
 def training_forward(
-    model: torch.nn.Module, shard: Sequence[EncodedExample], trained_names: Sequence[str], mode: str, max_bytes: int
+    model: torch.nn.Module, shard: Sequence[EncodedExample], trained_names: Sequence[str], spec: ClientSpec
 ) -> TrainingForward:
-    """The forward ``mode`` (``auto`` / ``on`` / ``off``) asks for; ValueError when ``on`` cannot hold."""
+    """The forward ``spec.frozen_prefix`` (``auto`` / ``on`` / ``off``) asks for; ValueError when ``on`` cannot hold."""
+    mode, max_bytes = spec.frozen_prefix, spec.frozen_prefix_max_bytes
     if mode == "off":
         return TrainingForward(model, None)
     layer, below = lowest_trained_layer(model, trained_names)

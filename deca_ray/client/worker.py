@@ -45,8 +45,7 @@ class ClientWorker:
         self.weights = ClientWeights(self.model, shared=shared_base is not None)
         self.partition = block_partition(self.model, spec.algorithm)
         self.covered = covered_blocks(self.partition.num_blocks, spec.algorithm)
-        self.forward = training_forward(self.model, self.shard, self._names_of(self.covered), spec.frozen_prefix,
-                                        spec.frozen_prefix_max_bytes)
+        self.forward = training_forward(self.model, self.shard, self._names_of(self.covered), spec)
         self.block: ActiveBlock | None = None
         self.active_block: int | None = None
         self.trained_blocks: list[int] = []  # blocks activated so far, in first-activation order
@@ -162,8 +161,6 @@ class ClientWorker:
     def tensor_memory(self) -> dict[str, int]:
         """Bytes of the tensors training holds now: weights, active-block grads, fp32 master, moments."""
         return tensor_memory(self.weights.total_bytes, self.weights.element_size, self.block)
-
-    # ------------------------------------------------------------------ helpers
 
     def _names_of(self, blocks: Iterable[int]) -> list[str]:
         return list(dict.fromkeys(
