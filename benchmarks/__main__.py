@@ -36,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
     _add_system(commands)
     _add_quality(commands)
     _add_gpu(commands)
+    _add_step(commands)
+    _add_lab(commands)
     return root
 
 
@@ -51,6 +53,9 @@ def _add_system(commands: argparse._SubParsersAction) -> None:
                                  help="runtime overhead, exchange, traffic, memory and scale ratios (section S)")
     system.add_argument("--quick", action="store_true",
                         help="tiny model, few repeats, 2 and 4 clients (development and tests; ~1 min on 2 cores)")
+    system.add_argument("--cross-node", action="store_true",
+                        help="only the exchange across nodes vs within one, on a local multi-node cluster it starts "
+                             "(its own result file and BENCHMARKS.md section)")
     system.add_argument("--reference-threads", type=int, default=None, metavar="N",
                         help="torch threads of the in-process reference loop (default: all cores)")
     _add_outputs(system)
@@ -90,6 +95,40 @@ def _add_gpu(commands: argparse._SubParsersAction) -> None:
     report.set_defaults(handler=_gpu_report)
 
 
+def _add_step(commands: argparse._SubParsersAction) -> None:
+    step = commands.add_parser("step", help="one client's step by phase, FLOP/s ÷ matmul peak, tokens/s, peak RSS")
+    preset = step.add_mutually_exclusive_group()
+    preset.add_argument("--quick", action="store_true",
+                        help="tiny model, two timed rounds (development and tests; seconds)")
+    preset.add_argument("--random-weights", action="store_true",
+                        help="SmolLM2's shape with random weights on synthetic sequences (a GPU machine without "
+                             "the packaged model; bf16 there)")
+    step.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default=None,
+                      help="weights' dtype (default: bfloat16 on a GPU, float32 on a CPU)")
+    step.add_argument("--torch-threads", type=int, default=None, metavar="N",
+                      help="torch threads for the steps and the matmul peak (default: the preset's, 2 on a CPU)")
+    step.add_argument("--batch-size", type=int, default=None, help="examples per step (default: the quickstart's 4)")
+    _add_outputs(step)
+    step.add_argument("--no-render", action="store_true", help="write the JSON only")
+    step.add_argument("--render-only", action="store_true",
+                      help="measure nothing: render the newest step result of --results-dir into --markdown")
+    step.set_defaults(handler=_step)
+
+
+def _add_lab(commands: argparse._SubParsersAction) -> None:
+    lab = commands.add_parser("lab", help="every method and DECA variant on a synthetic non-IID task, ≥ 5 seeds")
+    lab.add_argument("--quick", action="store_true", help="2 seeds, a smaller task and schedule (seconds; tests)")
+    lab.add_argument("--workers", type=int, default=2, metavar="N",
+                     help="worker processes running (setting, seed) pairs side by side (default: 2)")
+    lab.add_argument("--lr-pilot", action="store_true",
+                     help="instead: the learning-rate pilot the lab's rates were read from (lab_lr-<time>.json)")
+    _add_outputs(lab)
+    lab.add_argument("--no-render", action="store_true", help="write the JSON only")
+    lab.add_argument("--render-only", action="store_true",
+                     help="run nothing: render the newest lab result of --results-dir into --markdown")
+    lab.set_defaults(handler=_lab)
+
+
 def _setup_logging(verbose: bool) -> None:
     """The same set-up as ``deca-ray run``: the runs a benchmark starts log as a normal run would."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -106,6 +145,8 @@ def _setup_logging(verbose: bool) -> None:
 def _system(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    if args.cross_node:
+        return _cross_node(args)
     from benchmarks.system.presets import FULL, QUICK
     from benchmarks.system.report import render_newest_system
 
@@ -118,6 +159,21 @@ def _system(args: argparse.Namespace) -> int:
         _print_ratios(path)
     if not args.no_render:
         used = render_newest_system(args.results_dir, args.markdown)
+        print(f"rendered {used} into {args.markdown}")
+    return 0
+
+
+def _cross_node(args: argparse.Namespace) -> int:
+    from benchmarks.system.crossnode_report import render_newest_crossnode
+
+    if not args.render_only:
+        from benchmarks.system.crossnode import FULL, QUICK, run_crossnode_benchmark
+
+        path = run_crossnode_benchmark(QUICK if args.quick else FULL, args.results_dir)
+        entry = json.loads(path.read_text())["section"]
+        print(f"result: {path}\n  {entry['label']}: {entry['ratio']:.3g}")
+    if not args.no_render:
+        used = render_newest_crossnode(args.results_dir, args.markdown)
         print(f"rendered {used} into {args.markdown}")
     return 0
 
@@ -160,6 +216,52 @@ def _gpu_report(args: argparse.Namespace) -> int:
 
     used = render_newest_gpu(args.results_dir, args.markdown)
     print(f"rendered {used} into {args.markdown}")
+    return 0
+
+
+def _step(args: argparse.Namespace) -> int:
+    from benchmarks.step.report import render_newest_step
+
+    if not args.render_only:
+        from dataclasses import replace
+
+        from benchmarks.step.presets import FULL, QUICK, RANDOM_WEIGHTS
+        from benchmarks.step.run import run_step_benchmark
+
+        preset = QUICK if args.quick else RANDOM_WEIGHTS if args.random_weights else FULL
+        changes = {"dtype": args.dtype, "torch_threads": args.torch_threads, "batch_size": args.batch_size}
+        preset = replace(preset, **{name: value for name, value in changes.items() if value is not None})
+        path = run_step_benchmark(preset, args.results_dir)
+        print(f"result: {path}")
+        summary = json.loads(path.read_text())["summary"]
+        print(f"  top block FLOP/s ÷ matmul peak ({summary['clock']} time): {summary['top_ratio_to_peak']:.3g} "
+              f"(target ≥ {summary['top_target']}); bottom block: {summary['bottom_ratio_to_peak']:.3g}")
+    if not args.no_render:
+        used = render_newest_step(args.results_dir, args.markdown)
+        print(f"rendered {used} into {args.markdown}")
+    return 0
+
+
+def _lab(args: argparse.Namespace) -> int:
+    from benchmarks.lab.presets import FULL, QUICK, lr_pilot
+    from benchmarks.lab.report import render_newest_lab
+
+    preset = QUICK if args.quick else FULL
+    if args.lr_pilot:
+        from benchmarks.lab.report import pilot_lines
+        from benchmarks.lab.run import run_lab
+
+        path = run_lab(lr_pilot(preset), args.results_dir, workers=args.workers)
+        print("\n".join(pilot_lines(json.loads(path.read_text()))))
+        print(f"result: {path}")
+        return 0
+    if not args.render_only:
+        from benchmarks.lab.run import run_lab
+
+        print(f"result: {run_lab(preset, args.results_dir, workers=args.workers)}")
+    if not args.no_render:
+        used = render_newest_lab(args.results_dir, args.markdown)
+        print(f"rendered {used} into {args.markdown}")
     return 0
 
 

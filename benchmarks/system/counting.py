@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import torch
+
 from deca_ray.config import EvaluationConfig
 from deca_ray.data.types import PreparedData
 from deca_ray.runtime.driver import TopologyLike
@@ -88,6 +90,9 @@ class CountingGroup:
 
     def evaluate_clients(self, data: PreparedData, config: EvaluationConfig) -> dict[int, dict[str, float]]:
         return self._received(self.inner.evaluate_clients(data, config))
+
+    def trainable_states(self) -> dict[int, dict[str, torch.Tensor]]:
+        return self._received(self.inner.trainable_states())
 
     def save_checkpoint(self, staging: Path) -> dict[int, dict]:
         return self._received(self.inner.save_checkpoint(staging))
