@@ -13,4 +13,5 @@ and ``RayClientGroup``'s public methods; what passes through the driver is count
     system/       section S: overhead, exchange, traffic, memory, scale
     quality/      section Q: every method and DECA's ablations on non-IID BBC
     gpu/          section G: one GPU, bf16 weights with fp32 active-block state
+    lab/          the algorithm lab: every method and DECA variant on a synthetic non-IID task, ≥ 5 seeds
 """

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -128,13 +129,48 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as error:
         raise CheckpointError(f"checkpoint manifest {file} is missing or corrupted ({error}); "
                               "delete this checkpoint directory to resume from the previous one") from None
-    required = {"format_version", "global_step", "fingerprint", "clients", "run_state"}
-    if not isinstance(manifest, dict) or not required <= set(manifest):
-        raise CheckpointError(f"checkpoint manifest {file} lacks {sorted(required - set(manifest or {}))}")
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has format {manifest['format_version']}, "
+    try:
+        checked = _ManifestFile.model_validate(manifest)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, item['loc'])) or '(top level)'}: {item['msg']}"
+                             for item in error.errors()[:5])
+        raise CheckpointError(f"checkpoint manifest {file} is malformed ({problems}); delete this checkpoint "
+                              "directory to resume from the previous one") from None
+    if checked.format_version != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has format {checked.format_version}, "
                               f"this deca_ray reads format {FORMAT_VERSION}")
-    return manifest
+    return checked.model_dump()
+
+
+class _ClientMeta(BaseModel):
+    """One client's entry in the manifest (``ClientState.to_checkpoint``'s metadata)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    active_block: int | None
+    trained_blocks: list[int]
+    moment_steps: dict[str, int]
+    sampler: dict[str, int]
+
+
+class _ManifestFile(BaseModel):
+    """The manifest's JSON, type-checked before anything reads it (a hand-edited file fails here)."""
+
+    model_config = ConfigDict(strict=True)
+
+    format_version: int
+    global_step: int = Field(ge=-1)
+    fingerprint: str
+    clients: dict[str, _ClientMeta]
+    run_state: dict[str, Any]
+
+    @field_validator("clients")
+    @classmethod
+    def _client_ids(cls, clients: dict[str, _ClientMeta]) -> dict[str, _ClientMeta]:
+        bad = [key for key in clients if not key.isdigit()]
+        if bad or not clients:
+            raise ValueError(f"must map client ids (0, 1, ...) to their metadata, got keys {bad or 'none'}")
+        return clients
 
 
 def _rotate(directory: Path, keep_last: int) -> None:

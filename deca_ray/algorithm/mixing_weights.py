@@ -15,7 +15,6 @@ from deca_ray.algorithm.choices import WEIGHT_SCHEMES
 from deca_ray.errors import TopologyError
 
 
-
 def check_scheme(scheme: str) -> None:
     if scheme not in WEIGHT_SCHEMES:
         raise TopologyError(

@@ -100,12 +100,12 @@ class Topology:
     def in_neighbours(self, client: int, step: int = 0) -> list[tuple[int, float]]:
         """(j, w_ij) for every j != client with w_ij > 0: whose blocks ``client`` mixes in."""
         row = self._matrix(step)[self._position[client]].tolist()
-        return [(other, w) for other, w in zip(self.clients, row) if w > 0 and other != client]
+        return [(other, w) for other, w in zip(self.clients, row, strict=True) if w > 0 and other != client]
 
     def out_neighbours(self, client: int, step: int = 0) -> list[int]:
         """Clients that mix in ``client``'s block at this step (whom it must send to)."""
         column = self._matrix(step)[:, self._position[client]].tolist()
-        return [other for other, w in zip(self.clients, column) if w > 0 and other != client]
+        return [other for other, w in zip(self.clients, column, strict=True) if w > 0 and other != client]
 
     def out_degree(self, client: int, step: int = 0) -> int:
         return len(self.out_neighbours(client, step))

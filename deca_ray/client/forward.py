@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +77,7 @@ class FrozenPrefix:
     @staticmethod
     def bytes_for(model: torch.nn.Module, shard: Sequence[EncodedExample]) -> int:
         """Memory the whole shard's prefixes take once every example has been seen."""
-        config = model.config
+        config: Any = model.config
         element = next(model.parameters()).element_size()
         return sum(len(example.input_ids) for example in shard) * config.hidden_size * element
 
@@ -157,7 +158,8 @@ def training_forward(
     if mode == "off":
         return TrainingForward(model, None)
     layer, below = lowest_trained_layer(model, trained_names)
-    family = model.config.model_type
+    config: Any = model.config
+    family = config.model_type
     problem = None
     if family not in PREFIX_FAMILIES:
         problem = f"model type {family!r} is not one of {', '.join(PREFIX_FAMILIES)}"

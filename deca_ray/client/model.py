@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from transformers import PreTrainedModel
 
 from deca_ray.algorithm.blocks import BlockPartition, layers_of, partition_model
 from deca_ray.config import AlgorithmConfig, ExperimentConfig, ModelConfig
@@ -67,19 +68,26 @@ def prepare_for_method(model: torch.nn.Module, algorithm: AlgorithmConfig, metho
     method.prepare_model(model, layers_of([name for k in covered for name in base.blocks[k].parameter_names]))
 
 
-def shared_base_model(spec: ClientSpec) -> torch.nn.Module:
+def shared_base_model(spec: ClientSpec) -> PreTrainedModel:
     """The pretrained weights once, on this process's device, for clients built with ``shared_base``."""
-    return load_model(spec.model, spec.vocab_size, seed=spec.seed).to(client_device()).requires_grad_(False)
+    return _on_client_device(load_model(spec.model, spec.vocab_size, seed=spec.seed))
 
 
-def initial_model(spec: ClientSpec, method: Method, shared_base: torch.nn.Module | None = None) -> torch.nn.Module:
+def initial_model(spec: ClientSpec, method: Method, shared_base: PreTrainedModel | None = None) -> PreTrainedModel:
     """x0: the pretrained model plus the method's own modules, identical on every client, frozen."""
     model = clone_sharing_weights(shared_base) if shared_base is not None else load_model(
         spec.model, spec.vocab_size, seed=spec.seed
     )
     with seeded_rng(spec.seed):  # the same LoRA / adapter initialisation on every client
         prepare_for_method(model, spec.algorithm, method)
-    return model.to(client_device()).requires_grad_(False)
+    return _on_client_device(model)
+
+
+def _on_client_device(model: PreTrainedModel) -> PreTrainedModel:
+    """Moved to this process's device and frozen (in place: ``Module.to`` returns the module itself)."""
+    torch.nn.Module.to(model, client_device())  # transformers' decorated ``.to`` has no usable signature for mypy
+    model.requires_grad_(False)
+    return model
 
 
 class ClientWeights:

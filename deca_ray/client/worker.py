@@ -13,8 +13,10 @@ import time
 from collections.abc import Iterable, Sequence
 
 import torch
+from transformers import PreTrainedModel
 
 from deca_ray.algorithm.active_block import ActiveBlock
+from deca_ray.checkpoint import CheckpointError
 from deca_ray.client.accounting import device_clock, tensor_memory
 from deca_ray.client.forward import training_forward
 from deca_ray.client.model import ClientSpec, ClientWeights, block_partition, client_device, initial_model
@@ -31,7 +33,7 @@ class ClientWorker:
     """Owns x_i (the model), D_i (the shard) and the moments (m, v) of the tensors it trains."""
 
     def __init__(
-        self, spec: ClientSpec, shard: Sequence[EncodedExample], shared_base: torch.nn.Module | None = None
+        self, spec: ClientSpec, shard: Sequence[EncodedExample], shared_base: PreTrainedModel | None = None
     ) -> None:
         """``shared_base``: a model (from ``shared_base_model``) whose weights this client reads
         instead of its own copy until it trains them (virtual clients in one process)."""
@@ -130,7 +132,12 @@ class ClientWorker:
 
     def restore_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         """Inverse of ``checkpoint_state`` (on a fresh or a running client)."""
-        state = ClientState.from_checkpoint(tensors, meta, self.device)
+        try:
+            state = ClientState.from_checkpoint(tensors, meta, self.device)
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"client {self.spec.client_index}'s checkpoint lacks or garbles {error}; delete "
+                                  "that checkpoint directory to resume from the previous one") from None
+        self._check_restorable(state)
         trained_since = [block for block in self.trained_blocks if block not in state.trained_blocks]
         if trained_since:  # rolling back past these blocks' first activation: they return to x0
             base = dict(initial_model(self.spec, self.method).named_parameters())
@@ -145,6 +152,25 @@ class ClientWorker:
         self.trained_blocks = state.trained_blocks
         self.sampler.load_state(state.sampler)
         torch.set_rng_state(state.rng)
+
+    def _check_restorable(self, state: ClientState) -> None:
+        """A checkpoint of another model shape is refused before any weight is touched."""
+        index, expected = self.spec.client_index, self.weights.parameters
+        blocks = [b for b in (state.active_block, *state.trained_blocks, *state.moments) if b is not None]
+        wrong = [f"block {b}" for b in blocks if not 0 <= b < self.partition.num_blocks]
+        wrong += [f"{name} {tuple(value.shape)}" + (f" (this model: {tuple(expected[name].shape)})" if name in expected
+                                                     else " (this model has no such parameter)")
+                  for name, value in state.trained.items()
+                  if name not in expected or tuple(value.shape) != tuple(expected[name].shape)]
+        if state.master is not None and state.active_block is not None and not wrong:
+            numel = sum(expected[name].numel() for name in self._names_of([state.active_block]))
+            if state.master.numel() != numel:
+                wrong.append(f"master of block {state.active_block} ({state.master.numel()} values, this model: "
+                             f"{numel})")
+        if wrong:
+            raise CheckpointError(f"client {index}'s checkpoint does not fit this model: {', '.join(wrong[:4])}; "
+                                  "it was written for another model or is corrupted: resume with the run's own "
+                                  "config.yaml or delete that checkpoint directory to resume from the previous one")
 
     def evaluate(
         self, data: PreparedData, config: EvaluationConfig, state: dict[str, torch.Tensor] | None = None

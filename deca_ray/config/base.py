@@ -1,4 +1,4 @@
-"""ConfigPart: the base of every config section (unknown keys are errors, assignments re-validated)."""
+"""ConfigPart: the base of every config section (unknown keys are errors, numbers finite, assignments re-validated)."""
 
 from __future__ import annotations
 
@@ -10,4 +10,6 @@ class ConfigPart(BaseModel):
 
     # numbers become strings where a str is expected: `--set tracking.run_name=2024` and YAML
     # label_words keys like `0: World` are parsed as ints by YAML
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+    # inf / nan are refused everywhere (`lr: .inf` would only fail mid-training, as a NaN loss)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True,
+                              allow_inf_nan=False)

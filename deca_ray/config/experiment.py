@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
@@ -14,6 +15,9 @@ from deca_ray.config.runtime import CheckpointConfig, RuntimeConfig, TrackingCon
 from deca_ray.config.training import AlgorithmConfig, EvaluationConfig
 
 DEFAULT_METHOD = "deca"
+MAX_SEED = 2**32 - 1
+"""Seeds are unsigned 32-bit integers (what numpy, torch and networkx all accept)."""
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def method_options(name: str) -> type[AlgorithmConfig]:
@@ -41,7 +45,8 @@ class ExperimentConfig(ConfigPart):
     """One deca_ray experiment: model, data and its split, graph, algorithm, runtime, tracking."""
 
     name: str = "deca"
-    seed: int = 0
+    """Names the run directory ``<tracking.output_dir>/<name>-<time>``: one safe path component."""
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     num_clients: int = Field(4, ge=1)
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
@@ -53,6 +58,14 @@ class ExperimentConfig(ConfigPart):
     runtime: RuntimeConfig = RuntimeConfig()
     tracking: TrackingConfig = TrackingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_one_path_component(cls, name: str) -> str:
+        if not _SAFE_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} names the run directory, so it must be one plain path component: letters, "
+                             "digits, '.', '_' and '-', starting with a letter or digit (at most 100 characters)")
+        return name
 
     @field_validator("algorithm", mode="before")
     @classmethod
@@ -85,8 +98,13 @@ class ExperimentConfig(ConfigPart):
         return self
 
     def fingerprint(self) -> str:
-        """Stable hash of everything that changes the training trajectory."""
-        payload = self.model_dump(mode="json", exclude={"runtime", "tracking", "checkpoint", "evaluation"})
+        """Stable hash of everything that changes the training trajectory of the steps a run has done.
+
+        ``algorithm.rounds`` is left out: more rounds extend a run without changing its earlier steps
+        (``deca-ray run --resume RUN --set algorithm.rounds=N``).
+        """
+        payload = self.model_dump(mode="json", exclude={"runtime": True, "tracking": True, "checkpoint": True,
+                                                         "evaluation": True, "algorithm": {"rounds"}})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

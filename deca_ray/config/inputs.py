@@ -108,6 +108,6 @@ class TopologyConfig(ConfigPart):
     """torus: rows × columns (default: the most square factorisation of num_clients)."""
     edges: list[tuple[int, int]] | None = None
     """custom: undirected edges between client indices 0..num_clients-1."""
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
     """erdos_renyi: graph seed (default: the experiment seed)."""
     max_resamples: int = Field(1000, ge=1)

@@ -46,10 +46,19 @@ def dump_config(config: ExperimentConfig) -> str:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; pass a path to a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass a path to a YAML file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({error.reason} at byte {error.start}); "
+                          "save it as UTF-8") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+    try:
+        raw = parse_yaml(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
     if raw is None:
@@ -71,7 +80,32 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
             prefix = ".".join(parts[: depth + 1])
             raise ConfigError(f"override {override!r}: {prefix} is a value, not a section")
         node = child
-    node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+    try:
+        node[parts[-1]] = parse_yaml(text) if text.strip() else None
+    except yaml.YAMLError as error:
+        problem = " ".join(str(getattr(error, "problem", None) or error).split())
+        raise ConfigError(f"override {override!r}: the value is not valid YAML ({problem}); quote it as a string "
+                          f"({key.strip()}='\"...\"') or fix its brackets / quotes") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's SafeLoader, except that a key given twice in one mapping is an error, not "last one wins"."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"the key {key!r} appears twice (first {seen[key]}); keep one", key_node.start_mark)
+            seen[key] = f"on line {key_node.start_mark.line + 1}"
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def _method_name(raw: dict[str, Any]) -> str:

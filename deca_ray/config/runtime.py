@@ -17,6 +17,8 @@ class RuntimeConfig(ConfigPart):
     """``ray``: one actor per client; ``local``: all clients in this process (debugging, baselines)."""
     address: str | None = None
     """Ray address; default ``$RAY_ADDRESS``, else an embedded local cluster."""
+    connect_timeout_s: float = Field(30.0, gt=0)
+    """How long to try reaching the Ray cluster at ``address`` before giving up with an error."""
     cpus_per_client: float = Field(0.5, gt=0)
     gpus_per_client: float = Field(0.0, ge=0)
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = "PACK"
@@ -66,10 +68,17 @@ class TrackingConfig(ConfigPart):
 
     enabled: bool = True
     tracking_uri: str | None = None
-    """Default: a sqlite store under ``output_dir``."""
+    """Default: ``$MLFLOW_TRACKING_URI``, else a sqlite store under ``output_dir``."""
     experiment: str = "deca-ray"
+    """Used when set here; otherwise ``$MLFLOW_EXPERIMENT_NAME``, else ``deca-ray``."""
     run_name: str | None = None
     output_dir: Path = Path("runs")
+    save_model: bool = True
+    """Write the final network-average model as a Hugging Face directory ``<run dir>/model``."""
+    log_model: bool = True
+    """Also log that directory as the MLflow run's ``model/`` artifact."""
+    system_metrics: bool = True
+    """MLflow system metrics (CPU, memory, disk, network, GPU) of the driver's machine."""
     consensus_every_steps: int = Field(0, ge=0)
     """The exact consensus distance gathers every client's block, so it is measured at block boundaries
     (the last inner step of each block activation) and, with N > 0, also every N inner steps. Every step

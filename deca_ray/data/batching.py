@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from deca_ray.data.types import EncodedExample
+from deca_ray.errors import ConfigError
 
 IGNORE_INDEX = -100
 """Label value the loss skips (prompt tokens and padding)."""
@@ -32,16 +33,32 @@ def collate(examples: Sequence[EncodedExample], pad_token_id: int) -> dict[str, 
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
+def check_batch_fits(shards: Sequence[Sequence[EncodedExample]], batch_size: int) -> None:
+    """``data.batch_size`` must not exceed the smallest client's shard (a batch never repeats an example)."""
+    sizes = [len(shard) for shard in shards]
+    smallest = min(range(len(sizes)), key=sizes.__getitem__)
+    if batch_size > sizes[smallest]:
+        raise ConfigError(
+            f"data.batch_size={batch_size} exceeds the smallest client shard (client {smallest} holds "
+            f"{sizes[smallest]} training examples); lower data.batch_size to at most {sizes[smallest]}, or give "
+            "each client more data (raise data.max_train_examples, lower num_clients or raise partition.alpha)"
+        )
+
+
 class BatchSampler:
     """Seeded epochs of shuffled indices over one client's shard.
 
     The order depends only on (seed, client, epoch), so the whole sampler state is two
-    integers: a resumed or restarted client continues the exact same sequence.
+    integers: a resumed or restarted client continues the exact same sequence. A batch is at
+    most one shard long (``check_batch_fits`` says so at start-up), so its memory is bounded.
     """
 
     def __init__(self, num_examples: int, batch_size: int, seed: int, client_index: int) -> None:
         if num_examples < 1:
             raise ValueError(f"client {client_index} has no training examples")
+        if not 1 <= batch_size <= num_examples:
+            raise ValueError(f"client {client_index}: batch_size={batch_size} must lie in 1..{num_examples} "
+                             "(its number of examples)")
         self.num_examples = num_examples
         self.batch_size = batch_size
         self.seed = seed

@@ -126,7 +126,7 @@ def _template_parts(tokenizer: PreTrainedTokenizerBase, instruction: str) -> tup
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError("the tokenizer has no chat template; set model.tokenizer to an instruct/chat tokenizer")
     messages = [{"role": "system", "content": instruction}, {"role": "user", "content": _CONTENT}]
-    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    rendered = str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
     before, found, after = rendered.partition(_CONTENT)
     if not found or _CONTENT in after:
         raise ConfigError("the tokenizer's chat template alters the user's message; set model.tokenizer to another one")

@@ -107,8 +107,7 @@ def field_partition(values: Sequence[str], num_clients: int) -> Parts:
     With more values than clients, values go largest first to the currently smallest client
     (ties: lower value name, lower client index), so the grouping is deterministic.
     """
-    values = np.asarray(values)
-    names, counts = np.unique(values, return_counts=True)
+    names, counts = np.unique(np.asarray(values), return_counts=True)
     if len(names) < num_clients:
         raise ConfigError(
             f"partition.type=by_field found {len(names)} distinct values ({', '.join(names[:10])}) for "
@@ -152,9 +151,9 @@ def partition_report(labels: Sequence[int] | np.ndarray, parts: Parts, label_nam
 def format_partition_report(report: dict) -> str:
     """The report as a plain-text table: one row per client, one column per label, plus totals."""
     header = ["client", *report["labels"], "total"]
-    rows = [[str(client), *map(str, counts), str(size)] for client, (counts, size) in enumerate(zip(report["counts"], report["sizes"]))]
+    rows = [[str(client), *map(str, counts), str(size)] for client, (counts, size) in enumerate(zip(report["counts"], report["sizes"], strict=True))]
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
-    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in [header, *rows])
+    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows])
 
 
 def _dirichlet_draw(labels: np.ndarray, num_clients: int, alpha: float, rng: np.random.Generator) -> Parts:

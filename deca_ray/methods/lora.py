@@ -10,7 +10,7 @@ receiving products, for r·(in + out) numbers instead of in·out.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -60,7 +60,9 @@ class DecLora(Method):
                 f"no module named like {lora.target_modules} in layers {list(layers)}; "
                 "set algorithm.lora.target_modules to module names of this model (e.g. q_proj, v_proj)"
             )
-        config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=0.0, target_modules=targets)
+        # peft annotates lora_alpha as int but scales by any number (alpha / rank)
+        alpha: Any = lora.alpha
+        config = LoraConfig(r=lora.rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets)
         inject_adapter_in_model(config, model)
 
     def trainable(self, name: str) -> bool:

@@ -2,7 +2,8 @@
 
 A plain class, wrapped with ``ray.remote`` where RayClientGroup spawns it. With
 ``runtime.clients_per_actor`` > 1 it hosts several "virtual" clients that share the frozen
-base weights in memory; every method names the client it is for.
+base weights in memory; every method names the client it is for. Its ``__repr__`` (the name Ray's
+dashboard and log prefixes show) gives the clients it hosts and their active block.
 
 The half-step has one method per exchange transport (see ``transports``): Ray reads
 ``@ray.method(tensor_transport=...)`` only from methods of the actor class itself, so the
@@ -25,6 +26,7 @@ from deca_ray.checkpoint import read_client_file, write_client_file
 from deca_ray.client import ClientSpec, ClientWorker, shared_base_model
 from deca_ray.config import EvaluationConfig
 from deca_ray.data.types import EncodedExample, PreparedData
+from deca_ray.runtime.naming import client_label
 
 
 class ClientActor:
@@ -36,6 +38,11 @@ class ClientActor:
         self.workers: dict[int, ClientWorker] = {}
         self._delay_s = 0.0
         self._info: dict[int, dict[str, float]] = {}
+
+    def __repr__(self) -> str:
+        clients = client_label([spec.client_index for spec in self.specs])
+        blocks = sorted({worker.active_block for worker in self.workers.values() if worker.active_block is not None})
+        return f"ClientActor(clients={clients}, block={','.join(map(str, blocks)) or '-'})"
 
     def setup(self, *shards: Sequence[EncodedExample]) -> int:
         """Load the model(s) and take the data shards, in spec order (again after a restart: Ray
@@ -53,6 +60,9 @@ class ClientActor:
 
     def pid(self, client: int) -> int:
         return os.getpid()
+
+    def node_id(self, client: int) -> str:
+        return ray.get_runtime_context().get_node_id()
 
     def inject_delay(self, seconds: float) -> None:
         """Fault injection for straggler tests: sleep this long in every half-step."""

@@ -6,8 +6,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from deca_ray import checkpoint
-from deca_ray.checkpoint import Manifest
+from deca_ray.checkpoint import CheckpointError, Manifest
 from deca_ray.config import CheckpointConfig
 from deca_ray.runtime.group import ClientGroup
 from deca_ray.schedule import Position
@@ -32,16 +34,28 @@ class Checkpointer:
         return self.config.at_block_boundary and position.inner_step == self.inner_steps - 1
 
     def save(self, group: ClientGroup, global_step: int, run_state: dict[str, Any]) -> Manifest:
-        """Every client writes its own file into a staging directory; the manifest commits it."""
-        staging = checkpoint.stage(self.directory)
+        """Every client writes its own file into a staging directory; the manifest commits it.
+
+        A directory that cannot be written (permissions, a full disk) is a ``CheckpointError`` naming
+        it and the last good checkpoint, which stays intact.
+        """
+        staging: Path | None = None
         try:
+            staging = checkpoint.stage(self.directory)
             client_meta = group.save_checkpoint(staging)
             self.latest = checkpoint.commit(
                 self.directory, staging, global_step=global_step, fingerprint=self.fingerprint,
                 client_meta=client_meta, run_state=run_state, keep_last=self.config.keep_last,
             )
+        except (OSError, SafetensorError) as error:
+            last = f"the last good one is {self.latest.path}" if self.latest is not None else "none was written yet"
+            raise CheckpointError(
+                f"cannot write a checkpoint into {self.directory} ({getattr(error, 'strerror', None) or error}); "
+                f"make it writable or free space, then resume (deca-ray run --resume RUN_DIR): {last}"
+            ) from None
         finally:
-            checkpoint.abort(staging)  # no-op once committed (renamed away)
+            if staging is not None:
+                checkpoint.abort(staging)  # no-op once committed (renamed away)
         logger.debug("checkpoint %s", self.latest.path)
         return self.latest
 

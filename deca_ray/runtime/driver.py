@@ -15,13 +15,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from deca_ray.checkpoint import Manifest
+from deca_ray.checkpoint import CheckpointError, Manifest
 from deca_ray.config import RuntimeConfig
-from deca_ray.errors import DecaError, TopologyError
+from deca_ray.errors import DecaError, RunInterrupted, TopologyError
 from deca_ray.runtime.checkpointer import Checkpointer
 from deca_ray.runtime.group import ClientFailure, ClientGroup
 from deca_ray.runtime.topology_service import MixPlan
 from deca_ray.schedule import Position, StepMetrics, bytes_sent, local_consensus, mix_compute_s
+from deca_ray.stopping import deferred, requested
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Driver:
         checkpointer: Checkpointer | None = None,
         consensus_every_steps: int = 0,
         run_state: Callable[[], dict[str, Any]] | None = None,
+        stop_requested: Callable[[], int | None] = requested,
     ) -> None:
         if consensus_every_steps < 0:
             raise ValueError(f"consensus_every_steps={consensus_every_steps}; use 0 (block boundaries) or N > 0")
@@ -67,6 +69,7 @@ class Driver:
         self.checkpointer = checkpointer
         self.consensus_every_steps = consensus_every_steps
         self.extra_run_state = run_state or dict
+        self.stop_requested = stop_requested
         self.start_step = 0
         """Index into ``positions`` where ``run`` starts (set by ``resume``)."""
         self.dropped: list[int] = []
@@ -78,7 +81,15 @@ class Driver:
     # ------------------------------------------------------------------ the loop
 
     def run(self, on_step: Callable[[StepMetrics], None] | None = None) -> list[StepMetrics]:
-        """Every remaining inner step (from ``start_step``); returns their metrics, minus rolled-back ones."""
+        """Every remaining inner step (from ``start_step``); returns their metrics, minus rolled-back ones.
+
+        A stop signal (SIGINT / SIGTERM, ``deca_ray.stopping``) ends the run after the current inner
+        step with a checkpoint there: ``RunInterrupted`` names it.
+        """
+        with deferred():
+            return self._run(on_step)
+
+    def _run(self, on_step: Callable[[StepMetrics], None] | None) -> list[StepMetrics]:
         positions = self.positions
         if self.checkpointer is not None and self.checkpointer.latest is None:
             self.checkpointer.save(self.group, -1, self.run_state())  # x0: what an early failure rolls back to
@@ -107,7 +118,18 @@ class Driver:
                 continue
             history.append(metrics)
             index += 1
+            self._stop_if_requested(position)
         return history
+
+    def _stop_if_requested(self, position: Position) -> None:
+        """A safe point (an inner step done, its checkpoint written if due): honour a stop signal here."""
+        signal_number = self.stop_requested()
+        if signal_number is None:
+            return
+        latest = self.checkpointer.latest if self.checkpointer is not None else None
+        if self.checkpointer is not None and (latest is None or latest.global_step != position.global_step):
+            latest = self.checkpointer.save(self.group, position.global_step, self.run_state())
+        raise RunInterrupted(signal_number, position.global_step, str(latest.path) if latest is not None else None)
 
     def run_state(self) -> dict[str, Any]:
         """What a checkpoint records besides the clients: dropped clients, restarts, caller state."""
@@ -121,6 +143,7 @@ class Driver:
         """
         state = manifest.run_state
         dropped = list(state.get("dropped", []))
+        _check_clients(manifest, self.group.client_ids, dropped)
         if dropped:
             self.topology.remove_clients(dropped)
             self.group.drop(dropped)
@@ -191,19 +214,24 @@ class Driver:
         else:
             for client in failure.clients:
                 self.restarts[client] = self.restarts.get(client, 0) + 1
-            self.group.recover(failure.clients)
+            try:
+                self.group.recover(failure.clients)
+            except DecaError as error:  # e.g. a lost node's clients find no room within the timeout
+                raise DecaError(f"{error}; stopping. {self._checkpoint_hint()}") from None
         return self._roll_back(position, reason=f"{failure} ({self.runtime.failure_policy})")
 
     def _roll_back(self, position: Position, reason: str) -> int:
         manifest = self.checkpointer.latest if self.checkpointer is not None else None
-        if manifest is None:
+        if self.checkpointer is None or manifest is None:
             raise DecaError(f"{reason} at {_where(position)}, and checkpoint.enabled is false: nothing to roll back to")
         self.checkpointer.restore(self.group, manifest)
-        self.events.append({"at_step": position.global_step, "what": reason, "resumed_at_step": manifest.global_step + 1})
+        self.events.append({"at_step": position.global_step, "what": reason,
+                            "resumed_at_step": manifest.global_step + 1})
         return manifest.global_step + 1
 
     def _check_finite(self, infos: Mapping[int, dict[str, float]], position: Position) -> None:
-        bad = [client for client, info in infos.items() if not (math.isfinite(info["loss"]) and info.get("finite", 1.0))]
+        bad = [client for client, info in infos.items()
+               if not (math.isfinite(info["loss"]) and info.get("finite", 1.0))]
         if bad:
             raise NonFiniteError(f"non-finite loss or block on client(s) {bad} at {_where(position)}; "
                                  "lower algorithm.lr or check the data")
@@ -214,12 +242,24 @@ class Driver:
         return f"The last checkpoint is {self.checkpointer.latest.path} (deca-ray run --resume RUN_DIR)."
 
 
+def _check_clients(manifest: Manifest, clients: Sequence[int], dropped: Sequence[int]) -> None:
+    """The checkpoint must hold every live client of this run (and drop only clients it has)."""
+    missing = [client for client in clients if client not in dropped and client not in manifest.client_meta]
+    unknown = [client for client in dropped if client not in clients]
+    if missing or unknown:
+        raise CheckpointError(
+            f"checkpoint {manifest.path} belongs to a run with other clients (it holds {sorted(manifest.client_meta)}, "
+            f"dropped {sorted(dropped)}; this run has {sorted(clients)}); resume with the run's own config.yaml"
+        )
+
+
 def _block_ends(positions: Sequence[Position]) -> set[int]:
     """Global steps that end a block activation (the next step begins a block, or the run ends)."""
     following = [*positions[1:], None]
-    return {p.global_step for p, after in zip(positions, following) if after is None or after.inner_step == 0}
+    return {p.global_step for p, after in zip(positions, following, strict=True)
+            if after is None or after.inner_step == 0}
 
 
 def _where(position: Position) -> str:
-    return (f"round {position.round_index}, block {position.block_index}, inner step {position.inner_step} "
+    return (f"round {position.round_number}, block {position.block_index}, inner step {position.step_number} "
             f"(global step {position.global_step})")

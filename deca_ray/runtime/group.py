@@ -72,6 +72,10 @@ class ClientGroup(Protocol):
 
     def evaluate_clients(self, data: PreparedData, config: EvaluationConfig) -> dict[int, dict[str, float]]: ...
 
+    def trainable_states(self) -> dict[int, dict[str, torch.Tensor]]:
+        """Every live client's trainable parameters (CPU copies), e.g. to write the final model."""
+        ...
+
     def save_checkpoint(self, staging: Path) -> dict[int, dict]: ...
 
     def restore_checkpoint(self, checkpoint: Path, client_meta: Mapping[int, dict]) -> None: ...
@@ -123,6 +127,9 @@ class LocalClientGroup:
 
     def evaluate_clients(self, data: PreparedData, config: EvaluationConfig) -> dict[int, dict[str, float]]:
         return {index: client.evaluate(data, config) for index, client in self.clients.items()}
+
+    def trainable_states(self) -> dict[int, dict[str, torch.Tensor]]:
+        return {index: client.trainable_state() for index, client in self.clients.items()}
 
     def save_checkpoint(self, staging: Path) -> dict[int, dict]:
         metas = {}

@@ -5,33 +5,36 @@ frozen base weights in memory (large simulations on few devices); everything els
 since the group addresses clients, not actors.
 
 The group owns placement, fan-out, the mapping of Ray errors to ClientFailure / DecaError, and
-the straggler deadline. How blocks travel is the transport's (``transports``): the driver passes
-the block refs on to ``mix`` as top-level arguments, so Ray resolves them inside the receiving
-actor and the tensors never pass through the driver.
+the straggler deadline; where actors go and the waits for room are ``placement``'s. Its actors are
+named for the clients they host, in the run's namespace (``naming``), so the Ray dashboard says who
+is who. How blocks travel is the transport's (``transports``): the driver passes the block refs on
+to ``mix`` as top-level arguments, so Ray resolves them inside the receiving actor and the tensors
+never pass through the driver.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import ray
 import torch
-from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.util.placement_group import remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from deca_ray.client import ClientSpec
 from deca_ray.config import EvaluationConfig, RuntimeConfig
 from deca_ray.data.types import EncodedExample, PreparedData
-from deca_ray.errors import DecaError, RuntimeSetupError
+from deca_ray.errors import DecaError
 from deca_ray.runtime.actor import ClientActor
 from deca_ray.runtime.consensus import ConsensusMonitor
 from deca_ray.runtime.group import BlockHandle, ClientFailure, HalfStepResult
+from deca_ray.runtime.naming import CONSENSUS_ACTOR, client_actor_name, client_label, run_namespace, service_options
+from deca_ray.runtime.placement import reserve, wait_until_restarted
 from deca_ray.runtime.topology_service import MixPlan
 from deca_ray.runtime.transports import make_transport
 
@@ -39,16 +42,22 @@ logger = logging.getLogger(__name__)
 
 
 class RayClientGroup:
-    """Spawns the client actors in a placement group and fans each phase out to all of them."""
+    """Spawns the client actors in a placement group and fans each phase out to all of them.
+
+    ``namespace``: the run's Ray namespace (``naming.run_namespace``; default a fresh one), where the
+    actors are named ``deca-client-<i>`` (``deca-clients-<a>-<b>`` for co-hosted clients).
+    """
 
     def __init__(
-        self, specs: Sequence[ClientSpec], shards: Sequence[Sequence[EncodedExample]], runtime: RuntimeConfig
+        self, specs: Sequence[ClientSpec], shards: Sequence[Sequence[EncodedExample]], runtime: RuntimeConfig,
+        namespace: str | None = None,
     ) -> None:
         self.runtime = runtime
+        self.namespace = namespace or run_namespace()
         self._timeout = runtime.step_timeout_s
         per_actor = runtime.clients_per_actor
         hosted = [list(specs[start : start + per_actor]) for start in range(0, len(specs), per_actor)]
-        self._placement = self._reserve([len(group) for group in hosted])
+        self._placement = reserve(runtime, [len(group) for group in hosted])
         self._shards = {spec.client_index: ray.put(list(shard)) for spec, shard in zip(specs, shards, strict=True)}
         self._hosts: list[tuple[Any, list[int]]] = [
             (self._spawn(group, bundle), [spec.client_index for spec in group]) for bundle, group in enumerate(hosted)
@@ -62,13 +71,17 @@ class RayClientGroup:
         self._block_bytes: dict[int, int] = {}
         self._data_ref: ray.ObjectRef | None = None
         self._unsettled: dict[int, ray.ObjectRef] = {}  # late clients' calls not yet awaited
-        self._monitor = ray.remote(ConsensusMonitor).options(num_cpus=0).remote()
-        self._get_one(self._monitor.__ray_ready__.remote(), "start the consensus monitor")
+        monitor_options = service_options(CONSENSUS_ACTOR, self.namespace)
+        monitor_class: Any = ray.remote(ConsensusMonitor)
+        self._monitor = monitor_class.options(**monitor_options).remote()
+        self._ask_service(self._monitor.__ray_ready__.remote(), "start the consensus monitor")
 
     def _spawn(self, specs: Sequence[ClientSpec], bundle: int) -> Any:
         runtime = self.runtime
         threads = runtime.torch_threads or max(1, math.ceil(runtime.cpus_per_client * len(specs)))
         return ray.remote(ClientActor).options(
+            name=client_actor_name([spec.client_index for spec in specs]),
+            namespace=self.namespace,
             num_cpus=runtime.cpus_per_client * len(specs),
             num_gpus=runtime.gpus_per_client * len(specs),
             max_restarts=runtime.max_restarts if runtime.failure_policy == "restart" else 0,
@@ -115,7 +128,8 @@ class RayClientGroup:
     ) -> dict[int, dict[str, float]]:
         calls = {
             plan.client: self.actors[plan.client].mix.remote(
-                plan.client, plan.self_weight, [w for _, w in plan.neighbours], *[handles[j] for j, _ in plan.neighbours]
+                plan.client, plan.self_weight, [w for _, w in plan.neighbours],
+                *[handles[j] for j, _ in plan.neighbours],
             )
             for plan in plans
         }
@@ -125,12 +139,13 @@ class RayClientGroup:
     def consensus_distance(self) -> float:
         self._settle()
         blocks = [actor.active_block.remote(i) for i, actor in self.actors.items()]
-        return self._get_one(self._monitor.consensus_distance.remote(*blocks), "measure consensus")
+        return self._ask_service(self._monitor.consensus_distance.remote(*blocks), "measure consensus")
 
     def block_bytes(self, block_index: int) -> int:
         if block_index not in self._block_bytes:
             client, actor = next(iter(self.actors.items()))
-            self._block_bytes[block_index] = self._get_one(actor.block_bytes.remote(client, block_index), "size a block")
+            size = actor.block_bytes.remote(client, block_index)
+            self._block_bytes[block_index] = self._gather({client: size}, "size a block")[client]
         return self._block_bytes[block_index]
 
     # ------------------------------------------------------------------ evaluation, checkpoints, failures
@@ -140,7 +155,8 @@ class RayClientGroup:
         # Only trained blocks differ between clients; the rest of x̄ is x0, already in every actor.
         states = [actor.trained_state.remote(i) for i, actor in self.actors.items()]
         client, actor = next(iter(self.actors.items()))
-        return self._get_one(actor.evaluate_average.remote(client, self._data(data), config, *states), "evaluate x̄")
+        score = actor.evaluate_average.remote(client, self._data(data), config, *states)
+        return self._gather({client: score}, "evaluate x̄")[client]
 
     def evaluate_clients(self, data: PreparedData, config: EvaluationConfig) -> dict[int, dict[str, float]]:
         self._settle()
@@ -155,7 +171,8 @@ class RayClientGroup:
         return self._gather(self._call("save_checkpoint", str(staging)), "write a checkpoint")
 
     def restore_checkpoint(self, checkpoint: Path, client_meta: Mapping[int, dict]) -> None:
-        calls = {i: actor.restore_checkpoint.remote(i, str(checkpoint), client_meta[i]) for i, actor in self.actors.items()}
+        calls = {i: actor.restore_checkpoint.remote(i, str(checkpoint), client_meta[i])
+                 for i, actor in self.actors.items()}
         self._gather(calls, "restore a checkpoint")
 
     def recover(self, clients: Collection[int]) -> None:
@@ -167,21 +184,11 @@ class RayClientGroup:
         self._connect_transport()
 
     def _set_up_after_restart(self, actor: Any, clients: list[int]) -> None:
-        index = clients[0]
-        deadline = time.monotonic() + self._timeout
-        while True:
-            try:
-                ray.get(self._setup(actor, clients), timeout=self._timeout)
-                return
-            except ActorUnavailableError:  # still restarting: calls fail fast until it is back
-                if time.monotonic() > deadline:
-                    raise DecaError(f"client {index} did not come back within runtime.step_timeout_s") from None
-                time.sleep(0.5)
-            except (RayActorError, GetTimeoutError) as error:
-                raise DecaError(
-                    f"client {index} could not be restarted (runtime.max_restarts={self.runtime.max_restarts} "
-                    f"used up, or it dies at start): {error}"
-                ) from None
+        wait_until_restarted(actor, client_label(clients), self.runtime)
+        try:
+            ray.get(self._setup(actor, clients), timeout=self._timeout)
+        except (RayActorError, GetTimeoutError) as error:
+            raise DecaError(f"client(s) {client_label(clients)} restarted but could not set up: {error}") from None
 
     def drop(self, clients: Collection[int]) -> None:
         """Remove ``clients``; an actor goes when none of its clients is left (they fail together)."""
@@ -199,6 +206,10 @@ class RayClientGroup:
 
     def pids(self) -> dict[int, int]:
         return self._gather(self._call("pid"), "report process ids")
+
+    def node_ids(self) -> dict[int, str]:
+        """The Ray node each client runs on."""
+        return self._gather(self._call("node_id"), "report node ids")
 
     def shutdown(self) -> None:
         for actor in [*(actor for actor, _ in self._hosts), self._monitor]:
@@ -221,11 +232,14 @@ class RayClientGroup:
         """Results by client; every client that died or timed out is reported at once."""
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=self._timeout)
         ready_set = set(ready)
-        results, failed, cause = {}, set(), None
+        results: dict[int, Any] = {}
+        failed: set[int] = set()
+        cause: BaseException | None = None
         for index, ref in refs.items():
             if ref not in ready_set:
                 failed.add(index)
-                cause = GetTimeoutError(f"no answer within runtime.step_timeout_s={self._timeout:.0f} s")
+                cause = GetTimeoutError(f"no answer within runtime.step_timeout_s={self._timeout:g} s (raise it if "
+                                        "the clients are merely slow, e.g. loading the model)")
                 continue
             try:
                 results[index] = ray.get(ref)
@@ -238,8 +252,15 @@ class RayClientGroup:
             raise ClientFailure(failed, action, cause)
         return results
 
-    def _get_one(self, ref: ray.ObjectRef, action: str) -> Any:
-        return next(iter(self._gather({-1: ref}, action).values()))
+    def _ask_service(self, ref: ray.ObjectRef, action: str) -> Any:
+        """A call to the consensus monitor; when it fails, a dead client (whose block it was given) is
+        reported as a ClientFailure, and only a failure of the monitor itself stops the run."""
+        try:
+            return ray.get(ref, timeout=self._timeout)
+        except (RayActorError, GetTimeoutError) as error:
+            pings = {index: actor.__ray_ready__.remote() for index, actor in self.actors.items()}
+            self._gather(pings, action)  # raises ClientFailure naming the clients that are gone
+            raise DecaError(f"the run's consensus monitor could not {action}: {error}") from None
 
     def _data(self, data: PreparedData) -> ray.ObjectRef:
         """Held-out data in the object store once, without the training shards."""
@@ -250,22 +271,3 @@ class RayClientGroup:
             )
             self._data_ref = ray.put(evaluation_only)
         return self._data_ref
-
-    def _reserve(self, clients_per_bundle: Sequence[int]):
-        """One bundle per actor, sized for the clients it hosts."""
-        num_clients = sum(clients_per_bundle)
-        bundle = {"CPU": self.runtime.cpus_per_client}
-        if self.runtime.gpus_per_client:
-            bundle["GPU"] = self.runtime.gpus_per_client
-        bundles = [{name: amount * size for name, amount in bundle.items()} for size in clients_per_bundle]
-        group = placement_group(bundles, strategy=self.runtime.placement_strategy)
-        ready, _ = ray.wait([group.ready()], timeout=self.runtime.placement_timeout_s)
-        if not ready:
-            remove_placement_group(group)
-            raise RuntimeSetupError(
-                f"cannot place {num_clients} clients × {bundle} ({self.runtime.placement_strategy}) within "
-                f"{self.runtime.placement_timeout_s:.0f} s; the cluster has {ray.cluster_resources()} in total "
-                f"and {ray.available_resources()} free. Lower runtime.cpus_per_client / runtime.gpus_per_client "
-                "or num_clients, use placement_strategy PACK, or add nodes"
-            )
-        return group

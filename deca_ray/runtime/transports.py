@@ -34,9 +34,11 @@ class Transport(ABC):
 
     def connect(self, actors: Sequence[ActorHandle]) -> None:
         """(Re)build what the transport needs over these live actors (each listed once)."""
+        return None  # the object store needs nothing
 
     def close(self) -> None:
         """Release what ``connect`` built."""
+        return None
 
 
 class ObjectStoreTransport(Transport):

@@ -13,10 +13,13 @@ import pytest
 
 from benchmarks.__main__ import parser
 from benchmarks.gpu.report import render_gpu
+from benchmarks.lab.report import render_lab
 from benchmarks.markdown import HEADER
 from benchmarks.quality.report import render_quality
 from benchmarks.quality.run import SUITE_FILE, load_suite, newest_suite
 from benchmarks.results import newest_result
+from benchmarks.step.report import render_step
+from benchmarks.system.crossnode_report import render_crossnode
 from benchmarks.system.report import render_system
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +45,12 @@ EXPECTED: dict[str, Callable[[], str]] = {"gpu": partial(_render_result, "gpu", 
                                           "system": partial(_render_result, "system", render_system)}
 if any(RESULTS.glob(f"quality-*/{SUITE_FILE}")):  # checked once a quality suite is committed
     EXPECTED["quality"] = _render_quality
+if any(RESULTS.glob("step-*.json")):  # checked once a step profile is committed
+    EXPECTED["step"] = partial(_render_result, "step", render_step)
+if any(RESULTS.glob("lab-*.json")):  # checked once a lab result is committed
+    EXPECTED["lab"] = partial(_render_result, "lab", render_lab)
+if any(RESULTS.glob("crossnode-*.json")):  # checked once a cross-node result is committed
+    EXPECTED["crossnode"] = partial(_render_result, "crossnode", render_crossnode)
 
 
 @pytest.mark.parametrize("kind", sorted(EXPECTED))

@@ -68,7 +68,7 @@ def test_sigkill_under_restart_ends_like_an_unfailed_run(ray_cluster, tmp_path):
     assert driver.restarts == {1: 1}
     assert [e["resumed_at_step"] for e in driver.events] == [2]
     assert [m.position.global_step for m in history] == list(range(6))
-    for client, state in zip(local, states.values()):
+    for client, state in zip(local, states.values(), strict=True):
         for name, value in client.trainable_state().items():
             torch.testing.assert_close(state[name], value, rtol=1e-5, atol=1e-6)
 

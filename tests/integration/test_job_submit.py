@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -134,8 +134,9 @@ def test_job_submit_runs_to_success_and_exports_metrics_and_logs_to_mlflow(head_
     runs = mlflow.search_runs(experiment_names=["deca-ray"], output_format="list")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # one run per job
     metrics = runs[0].data.metrics
-    assert {"loss/mean", "bytes_sent/total", "final/avg/accuracy", "avg/accuracy"} <= set(metrics)
-    assert {"client_loss/0", "client_loss/1"} <= set(metrics)  # per-client metric names, not nested runs
+    assert {"loss/mean", "bytes_sent/total", "eval/accuracy", "eval_before/accuracy"} <= set(metrics)
+    assert {"client_0/loss", "client_1/loss"} <= set(metrics)  # per-client metric names, not nested runs
+    assert runs[0].data.tags["ray.job_id"] == job_id  # the submission id, as `ray job logs` takes it
     assert runs[0].data.params["num_clients"] == "2"
     history = mlflow.MlflowClient().get_metric_history(runs[0].info.run_id, "loss/mean")
     assert [point.step for point in history] == list(range(3 * 2 * 8))  # 3 rounds × 2 blocks × 8 steps

@@ -52,7 +52,7 @@ def test_ray_runtime_equals_reference_loop(ray_cluster, exchange, method, client
     run_reference(reference, topology, config.algorithm, seed=0)
     # Assert: same parameters; they moved away from x0; traffic is block bytes × out-degree (2 on a ring)
     x0 = tiny_client(config).trainable_state()
-    for client, state in zip(reference, states.values()):
+    for client, state in zip(reference, states.values(), strict=True):
         for name, value in client.trainable_state().items():
             torch.testing.assert_close(state[name], value, rtol=1e-5, atol=1e-6)
     assert any(not torch.equal(states[0][name], x0[name]) for name in x0)

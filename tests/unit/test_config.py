@@ -188,7 +188,7 @@ def test_overrides_win_over_the_file_and_keep_sibling_keys(tmp_path):
             lambda c: c.topology.edges,
             [(0, 1), (1, 2), (2, 3)],
         ),
-        (["name=a=b"], lambda c: c.name, "a=b"),  # only the first '=' separates key and value
+        (["data.instruction=a=b"], lambda c: c.data.instruction, "a=b"),  # only the first '=' separates key and value
         (["tracking.run_name=2024"], lambda c: c.tracking.run_name, "2024"),  # YAML int into a str field
         (["seed=1", "seed=2"], lambda c: c.seed, 2),  # the last override wins
     ],

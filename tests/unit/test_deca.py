@@ -53,7 +53,7 @@ def test_one_client_without_bma_equals_torch_adam_restarted_at_each_block():
                 max_diff = max(max_diff, diff)
     # Assert: the parameters moved and track Adam to 1e-6
     assert max_diff <= 1e-6
-    assert any(not torch.equal(a, b) for a, b in zip(client.model.parameters(), tiny_client(config).model.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(client.model.parameters(), tiny_client(config).model.parameters(), strict=True))
 
 
 def test_identity_mixing_makes_clients_independent():

@@ -12,10 +12,10 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
@@ -30,6 +30,8 @@ CRD_DIR = SHARED / "schemas" / "kuberay-v1.7.0"
 
 RAYCLUSTER = REPO / "deployments" / "kuberay" / "raycluster.yaml"
 RAYJOB = REPO / "deployments" / "kuberay" / "rayjob.yaml"
+STORAGE = REPO / "deployments" / "kuberay" / "storage.yaml"
+SHARED_MOUNT = "/mnt/deca"
 RUNTIME_ENV = REPO / "deployments" / "runtime_env.yaml"
 DOCKERFILES = (REPO / "docker" / "Dockerfile", REPO / "docker" / "Dockerfile.cpu")
 DASHBOARD = REPO / "dashboards" / "grafana" / "deca.json"
@@ -183,6 +185,37 @@ def test_autoscaled_gpu_worker_group():
             assert group["rayStartParams"].get("metrics-export-port") == "8080"
             for container in group["template"]["spec"]["containers"]:
                 assert str(container["resources"]["limits"]["nvidia.com/gpu"]) == "1"
+
+
+def test_head_takes_no_clients_so_the_autoscaler_adds_workers_for_them():
+    # The shape tests/integration/test_autoscaling.py runs: a CPU-less head, clients on added workers
+    from deca_ray.config import load_config
+
+    for spec in _cluster_specs():
+        assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+        assert spec["autoscalerOptions"]["idleTimeoutSeconds"] > 0
+    config = load_config(REPO / ENTRYPOINT.split()[-1])
+    assert config.runtime.placement_timeout_s >= 600, "GPU nodes take minutes to provision"
+    assert config.num_clients * config.runtime.gpus_per_client <= _cluster_specs()[0]["workerGroupSpecs"][0][
+        "maxReplicas"]
+
+
+def test_every_ray_pod_mounts_the_shared_storage_the_run_writes_to():
+    from deca_ray.config import load_config
+
+    claim = _load_yaml(STORAGE)
+    assert claim["kind"] == "PersistentVolumeClaim" and claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    for spec in _cluster_specs():
+        for pod in _pod_specs(spec):
+            shared = [volume["name"] for volume in pod["volumes"]
+                      if volume.get("persistentVolumeClaim", {}).get("claimName") == claim["metadata"]["name"]]
+            assert len(shared) == 1
+            mounts = [mount["mountPath"] for container in pod["containers"]
+                      for mount in container.get("volumeMounts", []) if mount["name"] == shared[0]]
+            assert mounts == [SHARED_MOUNT]
+    config = load_config(REPO / ENTRYPOINT.split()[-1])
+    assert config.tracking.output_dir.is_relative_to(SHARED_MOUNT), "checkpoints must be on shared storage"
+    assert config.checkpoint.directory is None or config.checkpoint.directory.is_relative_to(SHARED_MOUNT)
 
 
 def test_ray_settings_consistent_across_containers():
@@ -351,7 +384,7 @@ def test_rayjob_runtime_env_matches_runtime_env_and_image():
 
 EXPECTED_METRICS = {
     "ray_deca_round", "ray_deca_block", "ray_deca_inner_step", "ray_deca_client_loss",
-    "ray_deca_consensus_distance", "ray_deca_spectral_gap", "ray_deca_tokens_per_second",
+    "ray_deca_consensus_distance", "ray_deca_spectral_gap", "ray_deca_num_clients", "ray_deca_tokens_per_second",
     "ray_deca_bytes_sent_total", "ray_deca_step_seconds", "ray_deca_exchange_seconds",
     "ray_deca_barrier_wait_seconds",
 }

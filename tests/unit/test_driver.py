@@ -59,7 +59,7 @@ def test_driver_matches_reference_loop_exactly_and_never_reads_blocks():
     run_reference(reference, topology, config.algorithm, seed=0)
     # Assert
     assert len(history) == 2 * 3
-    for ours, theirs in zip(driven, reference):
+    for ours, theirs in zip(driven, reference, strict=True):
         for name, value in theirs.trainable_state().items():
             torch.testing.assert_close(ours.trainable_state()[name], value, rtol=0, atol=0)
 

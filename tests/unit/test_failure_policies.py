@@ -37,7 +37,7 @@ def _poison_once(group, at_step, client):
 
 def test_nan_stops_naming_client_round_block_and_step(tmp_path):
     group, driver, _ = _driver(tmp_path)
-    with pytest.raises(NonFiniteError, match=r"client\(s\) \[1\] at round 0, block 0, inner step 2"):
+    with pytest.raises(NonFiniteError, match=r"client\(s\) \[1\] at round 1, block 0, inner step 3"):
         driver.run(on_step=_poison_once(group, at_step=1, client=1))
 
 

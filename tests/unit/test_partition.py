@@ -144,7 +144,7 @@ def test_by_field_gives_one_client_per_value() -> None:
 
 
 def test_by_field_groups_extra_values_balanced_and_whole() -> None:
-    values = [name for name, count in zip("abcdef", [6, 5, 4, 3, 2, 2]) for _ in range(count)]
+    values = [name for name, count in zip("abcdef", [6, 5, 4, 3, 2, 2], strict=True) for _ in range(count)]
 
     parts = field_partition(values, 3)
 

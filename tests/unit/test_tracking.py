@@ -10,7 +10,7 @@ import pytest
 from deca_ray.config import ExperimentConfig, TrackingConfig
 from deca_ray.errors import RuntimeSetupError
 from deca_ray.schedule import Position, StepMetrics
-from deca_ray.tracking import Tracker, flatten
+from deca_ray.tracking import Tracker, evaluation_metrics, flatten
 
 
 def _closed_port() -> int:
@@ -58,7 +58,15 @@ def test_step_metrics_are_logged_in_batches_with_per_client_names(tmp_path):
 
     client = MlflowClient(tracker.tracking_uri)
     assert [m.step for m in client.get_metric_history(tracker.run_id, "loss/mean")] == [0, 1, 2]
-    assert [m.value for m in client.get_metric_history(tracker.run_id, "client_loss/1")] == [2.0] * 3
+    assert [m.value for m in client.get_metric_history(tracker.run_id, "client_1/loss")] == [2.0] * 3
+    # cumulative bytes per client: 8 bytes a step
+    assert [m.value for m in client.get_metric_history(tracker.run_id, "client_0/bytes_sent_total")] == [8, 16, 24]
+
+
+def test_evaluation_names_say_which_model_and_when():
+    assert evaluation_metrics({"avg/accuracy": 0.5}, "before") == {"eval_before/accuracy": 0.5}
+    assert evaluation_metrics({"avg/loss": 1.0, "clients_mean/loss": 2.0}, "after") == {
+        "eval/loss": 1.0, "eval/clients_mean/loss": 2.0}
 
 
 def test_flatten_nested_config():

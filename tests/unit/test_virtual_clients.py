@@ -55,6 +55,6 @@ def test_virtual_clients_train_exactly_like_separate_ones():
     separate = [tiny_client(config, i, synthetic_examples(16, seed=i)) for i in range(3)]
     run_reference(shared, topology, config.algorithm, seed=0)
     run_reference(separate, topology, config.algorithm, seed=0)
-    for a, b in zip(shared, separate):
+    for a, b in zip(shared, separate, strict=True):
         for name, value in a.trainable_state().items():
             assert torch.equal(value, b.trainable_state()[name]), name
