@@ -91,6 +91,11 @@ class LabPreset:
     kind: str = "lab"
     """Result files are ``<kind>-<time>.json``."""
 
+    def __post_init__(self) -> None:
+        if self.shape.min_per_client < self.batch_size:
+            raise ValueError(f"shape.min_per_client={self.shape.min_per_client} must be at least batch_size="
+                             f"{self.batch_size}: a client samples batches from its own shard")
+
     def run(self, name: str) -> LabRun:
         return next(run for run in self.runs if run.name == name)
 
@@ -162,7 +167,7 @@ FULL = LabPreset(name="full", seeds=(0, 1, 2, 3, 4), shape=TaskShape(), client_e
 
 QUICK = LabPreset(
     name="quick", seeds=(0, 1),
-    shape=TaskShape(num_classes=4, train_per_class=24, test_per_class=8, dirichlet_alpha=0.5, min_per_client=2),
+    shape=TaskShape(num_classes=4, train_per_class=24, test_per_class=8, dirichlet_alpha=0.5, min_per_client=4),
     rounds=1, inner_steps=2,
     runs=(*other_methods(), deca_variant(H_DEFINITIONS[0], "unit_norm", BETAS[0]),
           deca_variant(H_DEFINITIONS[2], "lr", BETAS[1]), *bma_variants()),

@@ -143,7 +143,7 @@ def test_learning_rates_come_from_a_pilot_without_deca_on_another_seed():
 TINY = LabPreset(
     name="tiny", seeds=(0,), rounds=1, inner_steps=1,
     shape=TaskShape(num_classes=3, num_clients=4, train_per_class=8, test_per_class=4, dirichlet_alpha=1.0,
-                    min_per_client=2, vocab_size=24, min_prompt_tokens=4, max_prompt_tokens=6),
+                    min_per_client=4, vocab_size=24, min_prompt_tokens=4, max_prompt_tokens=6),
     runs=(FULL.run(DECA_DEFAULT), FULL.run("centralized_adam")), client_eval_examples=6,
 )
 
@@ -238,6 +238,11 @@ def test_render_newest_lab_replaces_only_the_lab_section(tmp_path):
 def test_the_command_line_knows_the_lab():
     args = parser().parse_args(["lab", "--quick", "--workers", "1", "--render-only"])
     assert args.quick and args.workers == 1 and args.render_only and callable(args.handler)
+
+
+def test_a_preset_whose_clients_could_hold_less_than_a_batch_is_refused():
+    with pytest.raises(ValueError, match="min_per_client=2 must be at least batch_size=4"):
+        dataclasses.replace(FULL, shape=dataclasses.replace(SHAPE, min_per_client=2))
 
 
 def test_reduced_keeps_the_named_runs_and_seeds():

@@ -2,8 +2,9 @@
 
 A reduced lab (DECA and local block-wise Adam, the full task and schedule, four seeds): on the
 same data, partition, graph, x0 and batches, DECA's network-average model must score higher on
-the held-out set than the average of clients that never communicate. A DECA whose exchange does
-nothing (W = I) is local block-wise Adam plus its BMA rule, and does not pass: see docs/decisions.md.
+the held-out set than the average of clients that never communicate. The test can fail: DECA with
+no exchange (W = I, the lab's controls) is local block-wise Adam plus its BMA rule and scores 0.236
+against local block-wise Adam's 0.336 on these seeds (BENCHMARKS.md, lab section).
 """
 
 from __future__ import annotations
