@@ -103,6 +103,8 @@ def _monitor_kind() -> str | None:
     if not raw:
         return None
     mapping = json.loads(raw).get("autoscaler_report", {}).get("node_type_mapping") or {}
+    if not mapping:  # a first report, before the monitor has listed any node (seen with an autoscaler)
+        return None
     return "autoscaled" if any(kind != f"node_{node}" for node, kind in mapping.items()) else "static"
 
 

@@ -96,10 +96,12 @@ def head_node(num_cpus: float = 2, extra_args: Sequence[str] = (), env: Mapping[
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # --block stops the cluster it started on SIGTERM
         try:
-            head.wait(timeout=60)
+            head.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
-        stop_processes_of(f"{_node_ip()}:{gcs_port}")
+        # What left the group or was never in it: the head's own services name its temp dir, nodes the
+        # (fake) autoscaler started name its GCS address.
+        stop_processes_of(f"{_node_ip()}:{gcs_port}", str(temp_dir))
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -116,9 +118,10 @@ def wait_for_dashboard(address: str, head: subprocess.Popen, timeout_s: float = 
     raise TimeoutError(f"the Ray dashboard at {address} did not answer within {timeout_s} s")
 
 
-def stop_processes_of(gcs_address: str, grace_s: float = 20) -> None:
-    """SIGTERM, then SIGKILL, every process whose command line names this GCS address (raylets, workers)."""
-    pids = _pids_naming(gcs_address)
+def stop_processes_of(gcs_address: str, *others: str, grace_s: float = 20) -> None:
+    """SIGTERM, then SIGKILL, every process whose command line names this GCS address (raylets, workers)
+    or one of ``others`` (e.g. the cluster's own temp dir)."""
+    pids = _pids_naming(gcs_address, others)
     for pid in pids:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
@@ -129,8 +132,8 @@ def stop_processes_of(gcs_address: str, grace_s: float = 20) -> None:
         _signal(pid, signal.SIGKILL)
 
 
-def _pids_naming(gcs_address: str) -> list[int]:
-    needles = (f"--gcs-address={gcs_address}", f"--gcs_address={gcs_address}", f"--address={gcs_address}")
+def _pids_naming(gcs_address: str, others: Sequence[str] = ()) -> list[int]:
+    needles = (f"--gcs-address={gcs_address}", f"--gcs_address={gcs_address}", f"--address={gcs_address}", *others)
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
