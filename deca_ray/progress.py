@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from deca_ray.config import ExperimentConfig
 from deca_ray.schedule import StepMetrics
+from deca_ray.tracking_store import browse_command, is_server
 
 if TYPE_CHECKING:
     from deca_ray.runner import RunResult
@@ -95,8 +96,8 @@ def format_summary(result: RunResult) -> str:
         f"run directory: {result.run_dir}",
     ]
     if result.run_id:
-        lines.append(f"MLflow: run {result.run_id} in {result.tracking_uri}  (mlflow ui --backend-store-uri "
-                     f"{result.tracking_uri} --host 127.0.0.1)")
+        uri = str(result.tracking_uri)
+        lines.append(f"MLflow: run {result.run_id} in {uri}" + ("" if is_server(uri) else f"  ({browse_command(uri)})"))
     return "\n".join(lines)
 
 

@@ -99,6 +99,15 @@ def local_store_path(uri: str) -> Path | None:
 
 def where_to_look(uri: str, experiment_id: str, run_id: str) -> str:
     """A link to the run for a server, the ``mlflow ui`` command for a local store."""
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-    return f"{uri} (browse: mlflow ui --backend-store-uri {uri} --host 127.0.0.1)"
+    return f"{uri} ({browse_command(uri)})"
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def browse_command(uri: str) -> str:
+    """How to open a local store in MLflow's UI (a server is opened by its own URL)."""
+    return f"browse: mlflow ui --backend-store-uri {uri} --host 127.0.0.1"

@@ -104,7 +104,9 @@ def run_config(preset: QualityPreset, run: QualityRun, output_dir: Path) -> Expe
     raw = copy.deepcopy(preset.base)
     merge_overrides(raw, copy.deepcopy(run.overrides))
     name = f"{raw.get('name', 'quality')}-{run.name}"
-    merge_overrides(raw, {"name": name, "tracking": {"output_dir": str(output_dir)}})
+    # A benchmark compares numbers: no ~540 MB model directory written and logged per run.
+    tracking = {"output_dir": str(output_dir), "save_model": False, "log_model": False}
+    merge_overrides(raw, {"name": name, "tracking": tracking})
     return config_from_dict(raw)
 
 

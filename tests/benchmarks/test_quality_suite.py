@@ -53,6 +53,11 @@ def test_every_method_of_the_registry_is_in_the_full_preset_with_the_same_steps(
     assert len(set(steps.values())) == 1, steps
 
 
+
+def test_benchmark_runs_neither_write_nor_log_a_model(tmp_path):
+    configs = [run_config(preset, run, tmp_path) for preset in (FULL, QUICK) for run in preset.runs]
+    assert not any(config.tracking.save_model or config.tracking.log_model for config in configs)
+
 def test_only_names_an_unknown_run_clearly(capsys):
     assert main(["quality", "--quick", "--only", "dec_lor"]) == 2
     assert "no such run" in capsys.readouterr().err

@@ -130,13 +130,13 @@ def test_job_submit_runs_to_success_and_exports_metrics_and_logs_to_mlflow(head_
     assert {"ray_deca_inner_step", "ray_deca_client_loss", "ray_deca_step_seconds"} <= seen, seen
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{output / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["deca-ray"], output_format="list")
+    store = mlflow.MlflowClient(f"sqlite:///{output / 'mlflow.db'}")
+    runs = store.search_runs([store.get_experiment_by_name("deca-ray").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # one run per job
     metrics = runs[0].data.metrics
     assert {"loss/mean", "bytes_sent/total", "eval/accuracy", "eval_before/accuracy"} <= set(metrics)
     assert {"client_0/loss", "client_1/loss"} <= set(metrics)  # per-client metric names, not nested runs
     assert runs[0].data.tags["ray.job_id"] == job_id  # the submission id, as `ray job logs` takes it
     assert runs[0].data.params["num_clients"] == "2"
-    history = mlflow.MlflowClient().get_metric_history(runs[0].info.run_id, "loss/mean")
+    history = store.get_metric_history(runs[0].info.run_id, "loss/mean")
     assert [point.step for point in history] == list(range(3 * 2 * 8))  # 3 rounds × 2 blocks × 8 steps

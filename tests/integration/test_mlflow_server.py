@@ -146,8 +146,9 @@ def test_the_model_is_a_run_artifact_that_transformers_loads(served_run, tmp_pat
     url, result = served_run
     listed = {item["path"] for item in _rest(url, "artifacts/list", run_id=result.run_id, path="model")["files"]}
     assert {"model/config.json", "model/model.safetensors", "model/tokenizer.json"} <= listed
-    mlflow.set_tracking_uri(url)
-    local = mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="model", dst_path=str(tmp_path))
+    local = mlflow.artifacts.download_artifacts(
+        run_id=result.run_id, artifact_path="model", dst_path=str(tmp_path), tracking_uri=url
+    )
     assert type(AutoModelForCausalLM.from_pretrained(local)).__name__ == "LlamaForCausalLM"
 
 

@@ -21,7 +21,7 @@ RAY = ("--set", "runtime.backend=ray", "--set", "runtime.cpus_per_client=0.5")
 
 
 @pytest.fixture()
-def workspace(tokenizer, tmp_path, monkeypatch):
+def workspace(tokenizer, tmp_path, monkeypatch, no_ray_connection):
     from deca_ray.config import ModelConfig
     from deca_ray.models import packaged_smollm2_dir
 

@@ -4,15 +4,11 @@ store into the working directory Ray deletes; SIGTERM unwinds like Ctrl-C."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import time
 
 import pytest
 
 from deca_ray.config import TrackingConfig
 from deca_ray.errors import RuntimeSetupError
-from deca_ray.interrupts import sigterm_as_interrupt
 from deca_ray.tracking_context import git_commit, run_tags
 from deca_ray.tracking_store import (
     check_store_outlives_job,
@@ -84,9 +80,13 @@ def test_run_tags_name_the_code_method_versions_job_clients_and_topology(clean_e
         assert len(tags["mlflow.source.git.commit"]) == 40
 
 
-def test_sigterm_raises_keyboard_interrupt_inside_and_not_after():
-    previous = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(1)  # the handler runs in the main thread before this returns
-    assert signal.getsignal(signal.SIGTERM) is previous
+def test_the_closing_summary_offers_mlflow_ui_only_for_a_local_store(tmp_path):
+    from deca_ray.progress import format_summary
+    from deca_ray.runner import RunResult
+
+    def summary_for(uri: str) -> str:
+        result = RunResult(tmp_path, {"steps": 1, "wall_time_s": 1.0}, [], uri, "abc")
+        return format_summary(result).splitlines()[-1]
+
+    assert summary_for("http://127.0.0.1:5000") == "MLflow: run abc in http://127.0.0.1:5000"
+    assert "mlflow ui --backend-store-uri sqlite:////x/m.db" in summary_for("sqlite:////x/m.db")
