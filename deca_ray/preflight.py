@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 from deca_ray.config import ExperimentConfig, TrackingConfig
 from deca_ray.errors import ConfigError
 from deca_ray.models import SMOLLM2, TINY_LLAMA, cache_dir, check_model_folder, packaged_model_ready
+from deca_ray.tracking_store import check_store_outlives_job, planned_tracking_uri
 
 _SERVER_SCHEMES = ("http", "https")
 _DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
@@ -36,6 +37,7 @@ def preflight(config: ExperimentConfig, resume_dir: Path | None = None) -> None:
         check_writable_dir(resume_dir, "the run directory (--resume)")
     if config.tracking.enabled:
         check_tracking_uri(config.tracking)
+        check_store_outlives_job(planned_tracking_uri(config.tracking))  # before the run directory exists
     check_cache(config)
 
 

@@ -26,7 +26,14 @@ _RAY_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
 def tracking_uri(config: TrackingConfig) -> str:
-    return config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(config.output_dir)
+    """The store the run logs to; the default one's folder is created."""
+    explicit = config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    return explicit or default_tracking_uri(config.output_dir)
+
+
+def planned_tracking_uri(config: TrackingConfig) -> str:
+    """``tracking_uri`` without creating anything (for checks made before a run writes)."""
+    return config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _sqlite_uri_in(config.output_dir)
 
 
 def experiment_name(config: TrackingConfig) -> str:
@@ -39,6 +46,10 @@ def experiment_name(config: TrackingConfig) -> str:
 def default_tracking_uri(output_dir: Path) -> str:
     """A sqlite store shared by all runs under ``output_dir``."""
     output_dir.mkdir(parents=True, exist_ok=True)
+    return _sqlite_uri_in(output_dir)
+
+
+def _sqlite_uri_in(output_dir: Path) -> str:
     return f"sqlite:///{(output_dir.resolve() / 'mlflow.db').as_posix()}"
 
 

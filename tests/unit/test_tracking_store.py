@@ -1,5 +1,5 @@
 """Where MLflow runs go: config beats MLFLOW_* environment beats the default; a Ray job may not write its
-store into the working directory Ray deletes; SIGTERM unwinds like Ctrl-C."""
+store into the working directory Ray deletes; the closing summary says where to look."""
 
 from __future__ import annotations
 
