@@ -10,12 +10,13 @@ Tensors go to safetensors and metadata to the JSON manifest (``deca_ray.checkpoi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from deca_ray.algorithm.deca import BlockMoments
+from deca_ray.checkpoint import CheckpointError
 
 
 @dataclass
@@ -64,6 +65,17 @@ class ClientState:
         )
 
 
+    @classmethod
+    def parse(cls, tensors: Mapping[str, torch.Tensor], meta: dict, device: torch.device, client_index: int
+              ) -> ClientState:
+        """``from_checkpoint``, with a checkpoint that lacks or garbles a field refused as a ``CheckpointError``."""
+        try:
+            return cls.from_checkpoint(tensors, meta, device)
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"client {client_index}'s checkpoint lacks or garbles {error}; delete "
+                                  "that checkpoint directory to resume from the previous one") from None
+
+
 class SavedMoments:
     """Moments kept per block between activations: all of them when ``persistent``, else only
     those a restore hands over to the next activation."""
@@ -86,3 +98,24 @@ class SavedMoments:
         """After a restore: the checkpoint's moments (for a non-persistent method, only the active block's)."""
         keep = moments if self.persistent else {k: v for k, v in moments.items() if k == active_block}
         self.by_block = dict(keep)
+
+
+def check_fits(
+    state: ClientState, client_index: int, parameters: Mapping[str, torch.Tensor], num_blocks: int,
+    names_of_block: Callable[[int], Sequence[str]],
+) -> None:
+    """Refuse a checkpoint of another model shape before any weight is touched."""
+    blocks = [b for b in (state.active_block, *state.trained_blocks, *state.moments) if b is not None]
+    wrong = [f"block {b}" for b in blocks if not 0 <= b < num_blocks]
+    wrong += [f"{name} {tuple(value.shape)}" + (f" (this model: {tuple(parameters[name].shape)})" if name in parameters
+                                                 else " (this model has no such parameter)")
+              for name, value in state.trained.items()
+              if name not in parameters or tuple(value.shape) != tuple(parameters[name].shape)]
+    if state.master is not None and state.active_block is not None and not wrong:
+        numel = sum(parameters[name].numel() for name in names_of_block(state.active_block))
+        if state.master.numel() != numel:
+            wrong.append(f"master of block {state.active_block} ({state.master.numel()} values, this model: {numel})")
+    if wrong:
+        raise CheckpointError(f"client {client_index}'s checkpoint does not fit this model: {', '.join(wrong[:4])}; "
+                              "it was written for another model or is corrupted: resume with the run's own "
+                              "config.yaml or delete that checkpoint directory to resume from the previous one")

@@ -16,11 +16,10 @@ import torch
 from transformers import PreTrainedModel
 
 from deca_ray.algorithm.active_block import ActiveBlock
-from deca_ray.checkpoint import CheckpointError
 from deca_ray.client.accounting import device_clock, tensor_memory
 from deca_ray.client.forward import training_forward
 from deca_ray.client.model import ClientSpec, ClientWeights, block_partition, client_device, initial_model
-from deca_ray.client.state import ClientState, SavedMoments
+from deca_ray.client.state import ClientState, SavedMoments, check_fits
 from deca_ray.config import EvaluationConfig
 from deca_ray.data.batching import BatchSampler, collate
 from deca_ray.data.types import EncodedExample, PreparedData
@@ -132,12 +131,9 @@ class ClientWorker:
 
     def restore_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         """Inverse of ``checkpoint_state`` (on a fresh or a running client)."""
-        try:
-            state = ClientState.from_checkpoint(tensors, meta, self.device)
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"client {self.spec.client_index}'s checkpoint lacks or garbles {error}; delete "
-                                  "that checkpoint directory to resume from the previous one") from None
-        self._check_restorable(state)
+        state = ClientState.parse(tensors, meta, self.device, self.spec.client_index)
+        check_fits(state, self.spec.client_index, self.weights.parameters, self.partition.num_blocks,
+                   lambda block: self._names_of([block]))
         trained_since = [block for block in self.trained_blocks if block not in state.trained_blocks]
         if trained_since:  # rolling back past these blocks' first activation: they return to x0
             base = dict(initial_model(self.spec, self.method).named_parameters())
@@ -153,28 +149,8 @@ class ClientWorker:
         self.sampler.load_state(state.sampler)
         torch.set_rng_state(state.rng)
 
-    def _check_restorable(self, state: ClientState) -> None:
-        """A checkpoint of another model shape is refused before any weight is touched."""
-        index, expected = self.spec.client_index, self.weights.parameters
-        blocks = [b for b in (state.active_block, *state.trained_blocks, *state.moments) if b is not None]
-        wrong = [f"block {b}" for b in blocks if not 0 <= b < self.partition.num_blocks]
-        wrong += [f"{name} {tuple(value.shape)}" + (f" (this model: {tuple(expected[name].shape)})" if name in expected
-                                                     else " (this model has no such parameter)")
-                  for name, value in state.trained.items()
-                  if name not in expected or tuple(value.shape) != tuple(expected[name].shape)]
-        if state.master is not None and state.active_block is not None and not wrong:
-            numel = sum(expected[name].numel() for name in self._names_of([state.active_block]))
-            if state.master.numel() != numel:
-                wrong.append(f"master of block {state.active_block} ({state.master.numel()} values, this model: "
-                             f"{numel})")
-        if wrong:
-            raise CheckpointError(f"client {index}'s checkpoint does not fit this model: {', '.join(wrong[:4])}; "
-                                  "it was written for another model or is corrupted: resume with the run's own "
-                                  "config.yaml or delete that checkpoint directory to resume from the previous one")
-
-    def evaluate(
-        self, data: PreparedData, config: EvaluationConfig, state: dict[str, torch.Tensor] | None = None
-    ) -> dict[str, float]:
+    def evaluate(self, data: PreparedData, config: EvaluationConfig, state: dict[str, torch.Tensor] | None = None
+                 ) -> dict[str, float]:
         """Held-out metrics of this client's model, or of ``state`` (e.g. x̄) loaded for the duration."""
         with self.weights.swapped_in(state):
             return evaluate(self.model, data, config, self.spec.pad_token_id)
