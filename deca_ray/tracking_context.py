@@ -71,7 +71,7 @@ def client_datasets(data: PreparedData, source: str) -> list[tuple[Any, str, dic
         for client, (counts, size) in enumerate(zip(report.get("counts", []), report.get("sizes", []), strict=True)):
             frame = pd.DataFrame({"label": labels, "examples": counts})
             dataset = mlflow.data.from_pandas(frame, source=source, name=f"client_{client}")  # type: ignore[attr-defined]
-            class_counts = json.dumps(dict(zip(labels, counts, strict=True)))
+            class_counts = counts_tag(dict(zip(labels, counts, strict=True)))
             tags = {"client": str(client), "examples": str(size), "class_counts": class_counts}
             entries.append((dataset, "training", tags))
         words = data.label_words
@@ -79,8 +79,27 @@ def client_datasets(data: PreparedData, source: str) -> list[tuple[Any, str, dic
         held_out = dict(sorted(labels_held_out.items()))
         frame = pd.DataFrame({"label": list(held_out), "examples": list(held_out.values())})
         dataset = mlflow.data.from_pandas(frame, source=source, name="held_out")  # type: ignore[attr-defined]
-        entries.append((dataset, "evaluation", {"examples": str(len(data.test)), "class_counts": json.dumps(held_out)}))
+        entries.append((dataset, "evaluation", {"examples": str(len(data.test)), "class_counts": counts_tag(held_out)}))
     return entries
+
+
+MAX_TAG_CHARS = 500
+"""MLflow refuses an input tag value longer than this."""
+
+
+def counts_tag(counts: dict[str, int]) -> str:
+    """Class counts as a JSON tag within MLflow's limit: labels with no example left out, the largest
+    first; when many labels still do not fit, as many as fit and one "(k other labels)" entry with the
+    examples of the rest, so the values still sum to the shard's size."""
+    present = sorted(((label, int(n)) for label, n in counts.items() if n), key=lambda item: -item[1])
+    for kept in range(len(present), -1, -1):
+        shown = dict(present[:kept])
+        if kept < len(present):
+            shown[f"({len(present) - kept} other labels)"] = sum(n for _, n in present[kept:])
+        text = json.dumps(shown)
+        if len(text) <= MAX_TAG_CHARS:
+            return text
+    raise AssertionError("unreachable: an empty selection always fits")
 
 
 def _git(where: Path, *args: str) -> str | None:

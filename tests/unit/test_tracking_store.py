@@ -9,7 +9,7 @@ import pytest
 
 from deca_ray.config import TrackingConfig
 from deca_ray.errors import RuntimeSetupError
-from deca_ray.tracking_context import git_commit, run_tags
+from deca_ray.tracking_context import MAX_TAG_CHARS, counts_tag, git_commit, run_tags
 from deca_ray.tracking_store import (
     check_store_outlives_job,
     experiment_name,
@@ -90,3 +90,15 @@ def test_the_closing_summary_offers_mlflow_ui_only_for_a_local_store(tmp_path):
 
     assert summary_for("http://127.0.0.1:5000") == "MLflow: run abc in http://127.0.0.1:5000"
     assert "mlflow ui --backend-store-uri sqlite:////x/m.db" in summary_for("sqlite:////x/m.db")
+
+
+def test_class_counts_fit_mlflows_tag_limit_and_still_sum_to_the_shard():
+    few = {"sport": 3, "tech": 0, "politics": 5}
+    assert json.loads(counts_tag(few)) == {"politics": 5, "sport": 3}  # empty labels left out, largest first
+    many = {f"fortune-category-{i:02d}": 100 + i for i in range(43)}  # 43 labels: fortunes
+    shown = json.loads(counts_tag(many))
+    assert len(counts_tag(many)) <= MAX_TAG_CHARS < len(json.dumps(many))
+    assert sum(shown.values()) == sum(many.values())
+    (other,) = [key for key in shown if key.startswith("(")]
+    assert other == f"({43 - len(shown) + 1} other labels)"
+    assert shown["fortune-category-42"] == 142  # the largest are the ones kept
