@@ -10,11 +10,15 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from deca_ray.config import ExperimentConfig
+from deca_ray.data.types import EncodedExample
 from deca_ray.errors import RunInterrupted
 from deca_ray.experiment import Inputs, build_clients, client_specs, prepare_inputs
 from deca_ray.history import FILE_NAME as HISTORY_FILE
 from deca_ray.history import StepHistory
+from deca_ray.methods import build_method
 from deca_ray.metrics import RayMetrics
 from deca_ray.plots import draw_loss_curves, draw_topology
 from deca_ray.product.export import save_run_model
@@ -22,6 +26,7 @@ from deca_ray.run_plan import SUMMARY_FILE, RunPlan, plan_run
 from deca_ray.runtime.driver import Driver
 from deca_ray.runtime.group import ClientGroup, LocalClientGroup
 from deca_ray.runtime.topology_service import TopologyService
+from deca_ray.samples import generate_rows, sample_prompts, table_file
 from deca_ray.schedule import StepMetrics, schedule, total_steps
 from deca_ray.stopping import stop_signals
 from deca_ray.tracking import Tracker
@@ -109,6 +114,7 @@ def _train_and_evaluate(
         # Every client starts from x0, so x̄ and each client's model are the same model here.
         summary["before"] = _prefixed(group.evaluate_average(inputs.data, config.evaluation), "avg/")
         tracker.log_evaluation(summary["before"], "before", step=0)
+        _log_samples(config, inputs, tracker, {}, "before")  # x0: nothing trained yet
     if resumed is None:
         tracker.log_metrics({"spectral_gap": topology.spectral_gap()}, step=0)
     # Kept exported (a timer re-sets every gauge) until training and evaluation are over.
@@ -133,16 +139,32 @@ def _train_and_evaluate(
     if config.evaluation.after_training:
         summary["after"] = _evaluate_after(group, inputs, config)
         tracker.log_evaluation(summary["after"], "after", step=driver.start_step + len(history))
+    final_states = list(group.trainable_states().values()) if config.tracking.save_model or _samples(
+        config, inputs) else []
+    if config.evaluation.after_training and _samples(config, inputs):
+        _log_samples(config, inputs, tracker, build_method(config.algorithm).average(final_states), "after")
     if config.tracking.save_model:
-        summary["model_dir"] = _save_model(config, group, run_dir, tracker, driver.start_step + len(history))
+        summary["model_dir"] = _save_model(config, final_states, run_dir, tracker, driver.start_step + len(history))
     return RunResult(run_dir, summary, history, tracker.tracking_uri, tracker.run_id)
 
 
+def _samples(config: ExperimentConfig, inputs: Inputs) -> list[EncodedExample]:
+    return sample_prompts(inputs.data, config.evaluation.sample_generations)
+
+
+def _log_samples(config: ExperimentConfig, inputs: Inputs, tracker: Tracker, state: dict[str, torch.Tensor],
+                 when: str) -> None:
+    """Greedy answers of x0 (``before``) or x̄ (``after``) to the fixed held-out prompts, as an MLflow table."""
+    if examples := _samples(config, inputs):
+        tracker.log_table(generate_rows(config, state, inputs.tokenizer, examples, when), table_file(when))
+
+
 def _save_model(
-    config: ExperimentConfig, group: ClientGroup, run_dir: Path, tracker: Tracker, steps: int
+    config: ExperimentConfig, client_states: list[dict[str, torch.Tensor]], run_dir: Path, tracker: Tracker,
+    steps: int,
 ) -> str | None:
     """The final network-average model as ``<run dir>/model`` (a Hugging Face directory), logged to MLflow."""
-    model_dir = save_run_model(config, list(group.trainable_states().values()), run_dir, steps)
+    model_dir = save_run_model(config, client_states, run_dir, steps)
     if model_dir is None:
         return None
     tracker.log_model(model_dir)

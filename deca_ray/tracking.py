@@ -196,6 +196,14 @@ class Tracker:
 
         self._safely("log the model directory", lambda: mlflow.log_artifacts(str(directory), artifact_path="model"))
 
+    def log_table(self, rows: dict[str, list], artifact_file: str) -> None:
+        """Rows as an MLflow table artifact (the UI's table view); a second call appends its rows."""
+        if self.run_id is None:
+            return
+        import mlflow
+
+        self._safely(f"log the table {artifact_file}", lambda: mlflow.log_table(rows, artifact_file=artifact_file))
+
     def flush(self) -> None:
         if self.run_id is None or not self._pending:
             return

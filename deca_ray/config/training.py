@@ -80,3 +80,7 @@ class EvaluationConfig(ConfigPart):
     batch_size: int = Field(16, ge=1)
     max_rows: int = Field(64, ge=1)
     """(prompt, candidate label) pairs scored at once: bounds evaluation memory whatever the number of labels."""
+    sample_generations: int = Field(4, ge=0)
+    """Instruction tasks: greedy answers to this many fixed held-out prompts, before and after training,
+    logged to MLflow as the tables ``sample_generations_{before,after}.json`` (0: none)."""
+    sample_max_new_tokens: int = Field(48, ge=1)
