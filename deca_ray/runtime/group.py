@@ -32,7 +32,20 @@ class ClientFailure(DecaError):
 
     def __init__(self, clients: Collection[int], action: str, cause: BaseException | None = None) -> None:
         self.clients = sorted(clients)
-        super().__init__(f"client(s) {self.clients} failed while trying to {action}: {cause}")
+        super().__init__(f"client(s) {self.clients} failed while trying to {action}: {cause}{_likely_cause(cause)}")
+
+
+_OUT_OF_MEMORY_SIGNS = ("out of memory", "outofmemory", "low on memory", "memory monitor", "oom")
+
+
+def _likely_cause(cause: BaseException | None) -> str:
+    """A hint for the failure users can act on: Ray's memory monitor killing the process."""
+    text = f"{type(cause).__name__} {cause}".lower()
+    if cause is None or not any(sign in text for sign in _OUT_OF_MEMORY_SIGNS):
+        return ""
+    return ("\nlikely cause: the node ran out of memory and Ray killed the client's process; lower "
+            "evaluation.batch_size or evaluation.max_rows (evaluation), data.batch_size or data.max_tokens "
+            "(training) or runtime.clients_per_actor, or give each client more memory")
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any
 
 import ray
 import torch
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, OutOfMemoryError, RayActorError, RayTaskError
 from ray.util.placement_group import remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -243,7 +243,7 @@ class RayClientGroup:
                 continue
             try:
                 results[index] = ray.get(ref)
-            except RayActorError as error:
+            except (RayActorError, OutOfMemoryError) as error:  # the process died (or Ray killed it for memory)
                 failed.add(index)
                 cause = error
             except RayTaskError as error:  # the client raised: a bug or bad input, not a dead process

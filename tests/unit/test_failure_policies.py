@@ -84,3 +84,14 @@ def test_failure_without_checkpoints_says_so(tmp_path):
     driver = Driver(group, TopologyService(build_topology("ring", 3)), positions, config.runtime, None)
     with pytest.raises(DecaError, match="checkpoint.enabled is false: nothing to roll back to"):
         driver.run()
+
+
+def test_a_client_killed_for_memory_is_named_with_the_likely_cause_and_what_to_lower():
+    from ray.exceptions import OutOfMemoryError
+
+    oom = ClientFailure([3], "evaluate x̄", OutOfMemoryError("Task was killed due to the node running low on memory."))
+    crash = ClientFailure([3], "evaluate x̄", RuntimeError("SIGKILL"))
+
+    assert "client(s) [3] failed while trying to evaluate x̄" in str(oom)
+    assert "likely cause: the node ran out of memory" in str(oom) and "evaluation.max_rows" in str(oom)
+    assert "likely cause" not in str(crash)
