@@ -125,8 +125,11 @@ def _train_and_evaluate(
 
     def record(metrics: StepMetrics) -> None:
         steps.append(metrics.as_dict())  # flushed now: a crash or a stop loses no step
-        if metrics.position.global_step > plan.logged_through:  # a resumed MLflow run has the earlier ones
+        # A resumed MLflow run has the earlier steps, and a rollback re-runs steps it has: MLflow appends
+        # and cannot replace a point, so each step keeps the first value it got (metrics.jsonl the last).
+        if metrics.position.global_step > plan.logged_through:
             tracker.log_step(metrics)
+            plan.logged_through = metrics.position.global_step
         ray_metrics.record(metrics)
         if on_step is not None:
             on_step(metrics)

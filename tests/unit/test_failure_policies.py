@@ -95,3 +95,36 @@ def test_a_client_killed_for_memory_is_named_with_the_likely_cause_and_what_to_l
     assert "client(s) [3] failed while trying to evaluate x̄" in str(oom)
     assert "likely cause: the node ran out of memory" in str(oom) and "evaluation.max_rows" in str(oom)
     assert "likely cause" not in str(crash)
+
+
+def test_a_rollback_inside_a_run_logs_each_step_once_to_mlflow(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from deca_ray.client.worker import ClientWorker
+    from deca_ray.history import FILE_NAME, StepHistory
+    from deca_ray.runner import run_experiment
+
+    half_step = ClientWorker.half_step
+    calls = {"client 1": 0}
+
+    def poisoned_once(self):  # client 1's x½ of its 5th step (global step 4) is NaN, once
+        x_half, info = half_step(self)
+        if self.spec.client_index == 1:
+            calls["client 1"] += 1
+            if calls["client 1"] == 5:
+                x_half.fill_(math.nan)
+        return x_half, info
+
+    monkeypatch.setattr(ClientWorker, "half_step", poisoned_once)
+    config = tiny_config(num_clients=3, data={"max_train_examples": 24, "test_size": 6, "body_words": 12},
+                         runtime={"backend": "local", "nan_policy": "rollback"},
+                         evaluation={"before_training": False, "per_client": False},
+                         tracking={"output_dir": str(tmp_path / "runs"),
+                                   "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"})
+
+    result = run_experiment(config)
+
+    assert result.summary["events"], "the NaN made the driver roll back"
+    points = MlflowClient(result.tracking_uri).get_metric_history(result.run_id, "loss/mean")
+    assert sorted(point.step for point in points) == list(range(6))  # 6 steps, each once
+    assert [r["global_step"] for r in StepHistory(result.run_dir / FILE_NAME).records()] == list(range(6))
