@@ -18,6 +18,7 @@ from typing import Any
 from deca_ray.config import ExperimentConfig, TrackingConfig
 from deca_ray.data.types import PreparedData
 from deca_ray.errors import RuntimeSetupError
+from deca_ray.run_watchdog import RunWatchdog
 from deca_ray.schedule import StepMetrics
 from deca_ray.tracking_context import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, client_datasets, run_tags
 from deca_ray.tracking_store import (
@@ -109,6 +110,7 @@ class Tracker:
         self.tracking_uri: str | None = None
         self._pending: list[Any] = []
         self._bytes_total: dict[int, float] = {}
+        self._watchdog: RunWatchdog | None = None
         self._uri_before: str | None = None
 
     def start(self, experiment: ExperimentConfig, run_id: str | None = None, data: PreparedData | None = None) -> None:
@@ -146,6 +148,7 @@ class Tracker:
                 "tracking.tracking_uri, or tracking.enabled=false"
             ) from None
         self.run_id, self.experiment_id = run.info.run_id, run.info.experiment_id
+        self._watchdog = RunWatchdog(self.tracking_uri, self.run_id)  # KILLED, should this process be killed
         if run_id is None:
             params = flatten(experiment.model_dump(mode="json"))
             self._safely("log params", lambda: mlflow.log_params(params))
@@ -224,6 +227,9 @@ class Tracker:
 
         self.flush()
         self._safely("end the run", lambda: mlflow.end_run(status=status))
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
         logger.info("MLflow run %s ended %s", self.run_id, status)
         self._restore_tracking_uri(mlflow)
 

@@ -126,3 +126,16 @@ def test_stopped_then_resumed_run_equals_an_uninterrupted_one(number, uninterrup
         assert expected[client].keys() == actual[client].keys()
         for name, value in expected[client].items():
             assert (value == actual[client][name]).all(), (client, name)
+
+
+def test_a_sigkilled_driver_leaves_its_mlflow_run_killed_not_running(tmp_path):
+    # Prepare
+    (tmp_path / "stop.yaml").write_text(CONFIG)
+    # Execute: SIGKILL gives the driver no chance to end its run; its watchdog does
+    code, stderr = _stopped_run(tmp_path, tmp_path / "stop.yaml", signal.SIGKILL)
+    assert code == -signal.SIGKILL, stderr[-3000:]
+    deadline = time.monotonic() + 30
+    while _mlflow_status(tmp_path) == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    # Assert
+    assert _mlflow_status(tmp_path) == "KILLED"
