@@ -52,6 +52,8 @@ def _files(tmp: Path) -> None:
     (tmp / "empty_label.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": ""}\n')
     (tmp / "garbage.json").write_bytes(b"\x00\xff{ not json")
     (tmp / "header_only.csv").write_text("text,label\n")
+    (tmp / "empty.jsonl").write_bytes(b"")
+    (tmp / "empty_list.json").write_text("[]")
     (tmp / "not_utf8.yaml").write_bytes(TINY.encode() + b"name: caf\xe9\n")
     (tmp / "duplicate.yaml").write_text(TINY.replace("num_clients: 2", "num_clients: 2\nnum_clients: 3"))
     (tmp / "a_file").write_text("not a directory")
@@ -88,6 +90,8 @@ ROWS: dict[str, Row] = {
     "missing data file": Row(("--set", "data.source={tmp}/nope.jsonl"), "no such file"),
     "unreadable data file": Row(("--set", "data.source={tmp}/garbage.json"), "cannot read"),
     "header-only CSV": Row(("--set", "data.source={tmp}/header_only.csv"), "holds a header and no rows"),
+    "empty data file": Row(("--set", "data.source={tmp}/empty.jsonl"), "holds no rows"),
+    "data file with an empty list": Row(("--set", "data.source={tmp}/empty_list.json"), "holds no rows"),
     "data file without the label field": Row(("--set", "data.source={tmp}/no_label.jsonl"), "data.label_field"),
     "empty label": Row(("--set", "data.source={tmp}/empty_label.jsonl"), "row 1"),
     "unknown model, hub unreachable": Row(("--set", "model.name=nobody/no-such-model"), "cannot load"),
