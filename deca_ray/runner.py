@@ -142,7 +142,8 @@ def _train_and_evaluate(
     if config.evaluation.after_training:
         summary["after"] = _evaluate_after(group, inputs, config)
         tracker.log_evaluation(summary["after"], "after", step=driver.start_step + len(history))
-    final_states = list(group.trainable_states().values()) if config.tracking.save_model or _samples(
+    # What differs from x0 only: the layers no block trained are rebuilt from x0, not sent to the driver.
+    final_states = list(group.trained_states().values()) if config.tracking.save_model or _samples(
         config, inputs) else []
     if config.evaluation.after_training and _samples(config, inputs):
         _log_samples(config, inputs, tracker, build_method(config.algorithm).average(final_states), "after")

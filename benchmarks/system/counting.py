@@ -94,6 +94,9 @@ class CountingGroup:
     def trainable_states(self) -> dict[int, dict[str, torch.Tensor]]:
         return self._received(self.inner.trainable_states())
 
+    def trained_states(self) -> dict[int, dict[str, torch.Tensor]]:
+        return self._received(self.inner.trained_states())
+
     def save_checkpoint(self, staging: Path) -> dict[int, dict]:
         return self._received(self.inner.save_checkpoint(staging))
 

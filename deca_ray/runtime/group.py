@@ -86,7 +86,12 @@ class ClientGroup(Protocol):
     def evaluate_clients(self, data: PreparedData, config: EvaluationConfig) -> dict[int, dict[str, float]]: ...
 
     def trainable_states(self) -> dict[int, dict[str, torch.Tensor]]:
-        """Every live client's trainable parameters (CPU copies), e.g. to write the final model."""
+        """Every live client's trainable parameters (CPU copies), e.g. to compare runs."""
+        ...
+
+    def trained_states(self) -> dict[int, dict[str, torch.Tensor]]:
+        """Every live client's parameters of the blocks trained so far (CPU copies): all that differs from
+        x0, e.g. to write the final model without moving the untouched layers through the driver."""
         ...
 
     def save_checkpoint(self, staging: Path) -> dict[int, dict]: ...
@@ -143,6 +148,9 @@ class LocalClientGroup:
 
     def trainable_states(self) -> dict[int, dict[str, torch.Tensor]]:
         return {index: client.trainable_state() for index, client in self.clients.items()}
+
+    def trained_states(self) -> dict[int, dict[str, torch.Tensor]]:
+        return {index: client.trained_state() for index, client in self.clients.items()}
 
     def save_checkpoint(self, staging: Path) -> dict[int, dict]:
         metas = {}

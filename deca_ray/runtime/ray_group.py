@@ -166,6 +166,10 @@ class RayClientGroup:
         self._settle()
         return self._gather(self._call("trainable_state"), "collect client states")
 
+    def trained_states(self) -> dict[int, dict[str, torch.Tensor]]:
+        self._settle()
+        return self._gather(self._call("trained_state"), "collect the trained blocks")
+
     def save_checkpoint(self, staging: Path) -> dict[int, dict]:
         self._settle()
         return self._gather(self._call("save_checkpoint", str(staging)), "write a checkpoint")

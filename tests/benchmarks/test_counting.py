@@ -53,7 +53,7 @@ class RecordingGroup:
 ARGUMENTS: dict[str, tuple] = {
     "begin_block": (2,), "half_step": (1.5,), "mix": (PLANS, HALF_STEP.handles, {0}), "consensus_distance": (),
     "block_bytes": (1,), "evaluate_average": ("data", "evaluation"), "evaluate_clients": ("data", "evaluation"),
-    "trainable_states": (), "save_checkpoint": (Path("staging"),), "restore_checkpoint": (Path("checkpoint"), {0: {}}),
+    "trainable_states": (), "trained_states": (), "save_checkpoint": (Path("staging"),), "restore_checkpoint": (Path("checkpoint"), {0: {}}),
     "recover": ([1],), "drop": ([2],), "shutdown": (),
 }
 
