@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,7 @@ from filelock import FileLock
 
 from deca_ray.checkpoint import CheckpointError, Manifest
 from deca_ray.config import ExperimentConfig, TrackingConfig, dump_config, load_config
-from deca_ray.data.cache_guard import CacheSnapshot
 from deca_ray.errors import ConfigError
-from deca_ray.models import cache_dir
 from deca_ray.preflight import preflight
 from deca_ray.runtime.checkpointer import Checkpointer
 from deca_ray.tracking import Tracker
@@ -51,23 +49,11 @@ class RunPlan:
     """A complete run resumed with more ``algorithm.rounds``."""
     logged_through: int = -1
     """The last inner step the MLflow run already holds (set by ``open``): later steps only are logged."""
-    opened: bool = False
-    _cache: CacheSnapshot | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        self._cache = CacheSnapshot(cache_dir(self.config.model) / "datasets")
-
-    def abandon(self) -> None:
-        """After a run that never opened: take back what it added to the dataset cache (nothing else was written)."""
-        if not self.opened and self._cache is not None:
-            self._cache.discard()
-
     def open(self, tracker: Tracker, partition_report: dict, **start_options: Any) -> None:
         """Start (or reopen) the MLflow run, then create the run directory (new runs: config, partition)."""
         run_state = self.resume_from.run_state if self.resume_from is not None else {}
         with _store_lock(self.config.tracking):  # two runs creating one sqlite store at once race
             tracker.start(self.config, run_id=run_state.get("mlflow_run_id"), **start_options)
-        self.opened = True
         if self.resume_from is None:
             self.run_dir.mkdir(parents=True, exist_ok=False)
             (self.run_dir / "config.yaml").write_text(dump_config(self.config))

@@ -79,7 +79,6 @@ def run_experiment(
             raise
         finally:
             tracker.end(status)
-            plan.abandon()  # a run that never started takes back its dataset cache entries
 
 
 def _where_it_stopped(stop: BaseException, plan: RunPlan) -> None:

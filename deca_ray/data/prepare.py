@@ -22,7 +22,6 @@ from deca_ray.data.sources import Record, load_records
 from deca_ray.data.split import stratified_sample, stratified_split
 from deca_ray.data.types import EncodedExample, PreparedData
 from deca_ray.errors import ConfigError
-from deca_ray.models import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ def prepare_data(config: ExperimentConfig, tokenizer: PreTrainedTokenizerBase) -
     """
     started = time.perf_counter()
     data = config.data
-    records = load_records(data, cache_dir(config.model) / "datasets", _extra_group_field(config))
+    records = load_records(data, _extra_group_field(config))
     names, groups = _group_indices(records, data.task)
     train, test = _split(config, groups)
     check_pool_size(len(train), config.num_clients)

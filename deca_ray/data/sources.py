@@ -12,11 +12,11 @@ import json
 import logging
 import math
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from deca_ray.config import DataConfig
-from deca_ray.data.cache_guard import removed_on_error
 from deca_ray.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -32,18 +32,18 @@ _FORTUNE_SEPARATOR = re.compile(r"^%[ \t]*$", re.MULTILINE)
 _SUPPORTED = "a .json/.jsonl/.csv/.parquet file, bbc_news, fortunes or a hub dataset name"
 
 
-def load_records(config: DataConfig, cache_dir: Path | None = None, group_field: str | None = None) -> list[Record]:
+def load_records(config: DataConfig, group_field: str | None = None) -> list[Record]:
     """Normalised, de-duplicated records of ``config.source``.
 
-    ``cache_dir`` holds the arrow copies ``datasets`` makes of local files (hub datasets use the
-    default HF cache so that earlier downloads are found offline). ``group_field`` names a raw
-    field copied to each record's ``group`` (``partition.type: by_field`` on any column).
+    Local files are read through a scratch directory removed at once (hub datasets use the default
+    HF cache so that earlier downloads are found offline). ``group_field`` names a raw field copied to
+    each record's ``group`` (``partition.type: by_field`` on any column).
     """
     if config.source in (BBC_NEWS, FORTUNES):
         _check_packaged_options(config, group_field)
         records = _load_bbc_news() if config.source == BBC_NEWS else _load_fortunes()
     else:
-        records = normalise_rows(_load_dataset(config.source, config.split, cache_dir), config, group_field)
+        records = normalise_rows(_load_dataset(config.source, config.split), config, group_field)
     return deduplicate(records)
 
 
@@ -122,7 +122,7 @@ def _load_fortunes() -> list[Record]:
 # --------------------------------------------------------------------------- files and hub datasets
 
 
-def _load_dataset(source: str, split: str, cache_dir: Path | None) -> Any:
+def _load_dataset(source: str, split: str) -> Any:
     import datasets  # imported here: ~1 s, and the packaged corpora do not need it
 
     path = Path(source).expanduser()
@@ -135,12 +135,13 @@ def _load_dataset(source: str, split: str, cache_dir: Path | None) -> Any:
             )
         _check_has_rows(path, file_format, source)
         try:
-            # data_files keyed by the split, so data.split names the single file whatever its value.
-            with removed_on_error(cache_dir):  # a rejected file leaves no locks or half-built folders behind
-                return datasets.load_dataset(
-                    file_format, data_files={split: str(path)}, split=split,
-                    cache_dir=str(cache_dir) if cache_dir else None,
-                )
+            # The arrow copy datasets builds (and its lock files) goes to a scratch directory removed at
+            # once, the rows held in memory: a shared cache would need cleaning after a rejected file,
+            # and cleaning it could remove what a concurrent run is writing there. data_files keyed by
+            # the split, so data.split names the single file whatever its value.
+            with tempfile.TemporaryDirectory(prefix="deca-ray-data-") as scratch:
+                return datasets.load_dataset(file_format, data_files={split: str(path)}, split=split,
+                                             cache_dir=scratch, keep_in_memory=True)
         except Exception as error:  # datasets wraps parser errors in many types; all mean "unreadable"
             raise DataError(f"cannot read data.source={source!r} as {file_format}: {_describe(error)}") from error
     if path.is_dir() and not any(path.iterdir()):

@@ -39,7 +39,7 @@ def _write(path: Path, rows: list[dict]) -> Path:
 
 
 def _load(tmp_path: Path, path: Path, **fields: str | None) -> list[dict]:
-    return load_records(DataConfig(source=str(path), **fields), cache_dir=tmp_path / "cache")
+    return load_records(DataConfig(source=str(path), **fields))
 
 
 def test_bbc_news_loads_unique_articles_with_five_labels() -> None:
@@ -77,7 +77,7 @@ def test_local_file_loads_through_datasets(tmp_path: Path, suffix: str) -> None:
 def test_local_file_reads_any_split_name_and_optional_title(tmp_path: Path) -> None:
     path = _write(tmp_path / "data.jsonl", [{"text": "a", "label": 1}, {"text": "b", "label": 2}])
 
-    records = load_records(DataConfig(source=str(path), split="test"), cache_dir=tmp_path / "cache")
+    records = load_records(DataConfig(source=str(path), split="test"))
 
     assert records == [{"title": None, "text": "a", "label": "1"}, {"title": None, "text": "b", "label": "2"}]
 
@@ -121,7 +121,7 @@ def test_instruction_messages(tmp_path: Path) -> None:
 def test_group_field_is_copied_for_by_field_partitions(tmp_path: Path) -> None:
     path = _write(tmp_path / "data.jsonl", [{"text": "a", "label": "x", "site": 3}, {"text": "b", "label": "y", "site": 4}])
 
-    records = load_records(DataConfig(source=str(path)), cache_dir=tmp_path / "cache", group_field="site")
+    records = load_records(DataConfig(source=str(path)), group_field="site")
 
     assert [r["group"] for r in records] == ["3", "4"]
 
@@ -189,3 +189,19 @@ def test_messages_without_assistant_turn_name_the_row(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match=r"row 0 .* assistant turn"):
         _load(tmp_path, path, task="instruction")
+
+
+def test_a_local_file_is_read_through_a_scratch_directory_that_is_gone_afterwards(tmp_path: Path, monkeypatch) -> None:
+    # Nothing lands in a shared cache, so nothing there needs cleaning (which could hit a concurrent run).
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps({"text": f"t{i}", "label": "ab"[i % 2]}) + "\n" for i in range(6)))
+
+    records = load_records(DataConfig(source=str(path)))
+
+    assert [r["label"] for r in records] == ["a", "b"] * 3  # read in full, from memory
+    assert list(scratch.iterdir()) == []
