@@ -41,7 +41,7 @@ def generate_rows(
                                     eos_token_id=_end_of_answer(example, tokenizer))
             rows["when"].append(when)
             rows["prompt"].append(tokenizer.decode(prompt[0], skip_special_tokens=True))
-            rows["reference"].append(tokenizer.decode(example.input_ids[example.num_prompt_tokens:],
+            rows["reference"].append(tokenizer.decode(list(example.input_ids[example.num_prompt_tokens:]),
                                                       skip_special_tokens=True))
             rows["generation"].append(tokenizer.decode(output[0, prompt.shape[1]:], skip_special_tokens=True))
     return rows
