@@ -66,14 +66,22 @@ def _add_system(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_quality(commands: argparse._SubParsersAction) -> None:
-    quality = commands.add_parser("quality", help="every method and ablation on non-IID BBC (section Q)")
+    quality = commands.add_parser("quality", help="every method and ablation on non-IID BBC, lr grids and seeds "
+                                                  "(section Q)")
     quality.add_argument("--quick", action="store_true",
-                         help="tiny model, four runs, in-process clients (development and tests; seconds)")
+                         help="tiny model, few steps, in-process clients: the whole pipeline (development and tests; "
+                              "about a minute)")
+    quality.add_argument("--phase", action="append", default=[], choices=("grid", "seeds", "ablations"),
+                         help="measure only this phase (repeatable; default all, in order): grid = every method on "
+                              "its lr grid at seed 0; seeds = the methods' other seeds at the chosen lr; ablations = "
+                              "DECA variants at DECA's lr on every seed")
     quality.add_argument("--only", action="append", default=[], metavar="RUN",
-                         help="run just these runs of the preset (repeatable), e.g. --only deca --only dec_lora")
+                         help="just these runs of the preset (repeatable), e.g. --only deca --only ablation-ring")
     quality.add_argument("--into", type=Path, metavar="SUITE_DIR",
-                         help="re-run the --only runs inside this finished suite "
-                              "(the replaced files move to superseded/)")
+                         help="continue this suite: measure what is missing, skip the results already there")
+    quality.add_argument("--rerun", action="store_true",
+                         help="with --into and --only: measure those runs again (after a fix); the results they "
+                              "replace move to superseded/")
     _add_outputs(quality)
     quality.add_argument("--no-render", action="store_true", help="write the JSON files only")
     quality.add_argument("--render-only", action="store_true",
@@ -179,20 +187,20 @@ def _cross_node(args: argparse.Namespace) -> int:
 
 
 def _quality(args: argparse.Namespace) -> int:
-    from benchmarks.quality.presets import FULL, QUICK
+    from benchmarks.quality.presets import FULL, PHASES, QUICK
 
     preset = QUICK if args.quick else FULL
     unknown = sorted(set(args.only) - {run.name for run in preset.runs})
     if unknown:
         raise ConfigError(f"--only {unknown}: no such run; the {preset.name} preset has "
                           f"{', '.join(run.name for run in preset.runs)}")
+    if args.rerun and (args.into is None or not args.only):
+        raise ConfigError("--rerun measures again what --only names inside the suite --into names; add both")
     if not args.render_only:
         from benchmarks.quality.run import run_quality_benchmark
 
-        if args.into is not None and not args.only:
-            raise ConfigError("--into re-runs only what --only names; add --only RUN")
-        only = (lambda run: run.name in args.only) if args.only else None
-        suite = run_quality_benchmark(preset, args.results_dir, only=only, into=args.into)
+        suite = run_quality_benchmark(preset, args.results_dir, phases=args.phase or PHASES, only=args.only or None,
+                                      into=args.into, rerun=args.rerun)
         print(f"results: {suite}")
     if not args.no_render:
         from benchmarks.quality.report import render_newest_quality

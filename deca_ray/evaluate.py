@@ -135,6 +135,14 @@ def _prompt_prefix_cache(
     return output.cache, prefix_mask
 
 
+def label_predictions(
+    sums: torch.Tensor, label_answer_ids: Sequence[tuple[int, ...]], scoring: Scoring = "mean"
+) -> torch.Tensor:
+    """Each example's predicted label (num_examples,) from its summed label log-likelihoods (num_examples,
+    num_labels): the argmax after ``scoring``'s normalisation, as the held-out evaluation predicts."""
+    return _normalise(sums, [len(ids) for ids in label_answer_ids], scoring).argmax(dim=1)
+
+
 def classification_metrics(predictions: torch.Tensor, labels: torch.Tensor, num_labels: int) -> dict[str, float]:
     """Accuracy and macro-F1, scikit-learn's convention: the F1 average runs over labels present
     in labels ∪ predictions, and a label's F1 is 0 when its precision + recall is 0."""
@@ -159,9 +167,9 @@ def evaluate_classification(
     # One extra candidate per example: its own answer (label + end-of-turn) gives the loss for free.
     candidates = [[*data.label_answer_ids, _answer_ids(example)] for example in examples]
     sums = continuation_log_likelihoods(model, examples, candidates, config.batch_size, pad_token_id, config.max_rows)
-    scores = _normalise(sums[:, :num_labels], [len(ids) for ids in data.label_answer_ids], config.scoring)
+    predictions = label_predictions(sums[:, :num_labels], data.label_answer_ids, config.scoring)
     labels = torch.tensor([example.label for example in examples])
-    metrics = classification_metrics(scores.argmax(dim=1), labels, num_labels)
+    metrics = classification_metrics(predictions, labels, num_labels)
     metrics["loss"] = _mean_answer_loss(sums[:, num_labels], examples)
     return metrics
 

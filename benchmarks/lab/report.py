@@ -9,47 +9,19 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks.lab.presets import BETAS, DECA_DEFAULT, H_DEFINITIONS, H_SCALES, SCALE_LABELS, variant_name
 from benchmarks.markdown import update_markdown
 from benchmarks.results import newest_result
+from benchmarks.statistics import Estimate
 
 SIGNIFICANT_SE = 2.0
 """A paired difference counts as a win or a loss only beyond this many standard errors."""
 WITHOUT_BMA = "deca:without_bma"
 LOCAL = "local_block_adam"
 MISSING = "—"
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """Mean ± standard error of one quantity over seeds."""
-
-    mean: float
-    se: float
-    n: int
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Estimate:
-        n = len(values)
-        mean = sum(values) / n
-        variance = sum((value - mean) ** 2 for value in values) / (n - 1) if n > 1 else 0.0
-        return cls(mean, math.sqrt(variance / n), n)
-
-    def text(self, digits: int = 3, signed: bool = False) -> str:
-        sign = "+" if signed else ""
-        return f"{self.mean:{sign}.{digits}f} ± {self.se:.{digits}f}"
-
-    @property
-    def z(self) -> float:
-        """Mean in units of its standard error (inf for an exact, non-zero difference)."""
-        if self.se > 0:
-            return self.mean / self.se
-        return 0.0 if self.mean == 0 else math.copysign(math.inf, self.mean)
 
 
 def render_newest_lab(results_dir: Path, markdown: Path) -> Path:

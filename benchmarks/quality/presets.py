@@ -1,10 +1,28 @@
-"""What ``python -m benchmarks quality`` runs: BENCHMARK.md section Q, sized for a 2-core machine.
+"""What ``python -m benchmarks quality`` runs: BENCHMARK.md section Q (suite v2), sized for a 2-core machine.
 
-Every run is the base config plus a few overrides. All methods walk the same schedule
-(rounds × blocks × inner steps), so each client takes the same number of local gradient
-steps whatever the method (see ``deca_ray.methods.base``). The base sets only the options
-every method shares; a method's own options (DECA's h and BMA, LoRA's rank, the adapter's
-bottleneck) go into the runs of that method, where its options model accepts them.
+Every run is the base config plus a few overrides, on every seed of the preset. All methods walk
+the same schedule (T = 2 rounds over the top four layers of SmolLM2, one layer per block, R = 5:
+40 local steps per client), so each client takes the same number of gradient steps whatever the
+method. Each method's learning rate is chosen on the validation split at the grid seed from a
+grid of three rates of its family; the ablations are DECA variants at DECA's chosen rate. The
+reference DECA is the library's defaults: its runs set no DECA option, and each ablation sets
+only the options it is about.
+
+Estimated wall time of ``FULL`` on this project's 2-core machine (other work sharing the cores):
+**≈ 6.5 h**, from the v1 suite's median step (4.3 s for 8 clients, Ray, full logits) scaled by the
+answer-only head (÷ 1.44) and a cold frozen prefix (× 1.09): ≈ 3.3 s, so ≈ 155 s per run of 40
+steps with the local backend's start-up; scoring measured on SmolLM2 here (load ≈ 5): x0's full
+pass ≈ 1.0 s per held-out example, a model from layer 26 ≈ 0.15 s per example.
+
+    grid       24 runs × (155 s + x̄ on 600 examples 90 s + 8 clients × 100 examples 120 s) ≈ 2.4 h
+    seeds      16 runs × (155 s + x̄ on 500 examples 75 s + clients 120 s)                ≈ 1.6 h
+    ablations  30 runs × (155 s + x̄ on 500 examples 75 s)                                ≈ 1.9 h
+    x0         3 seeds × 600 examples × 1.0 s (once; cached on disk)                       ≈ 0.5 h
+
+The floor (70 training runs of 40 steps × 8 clients) is ≈ 3 h of training alone, so the 3-hour
+aim cannot hold; to shrink it, the suite scores the clients' own models only in the methods' runs
+(the ablations compare x̄), on the first 100 test examples, and the validation split only in the grid.
+Run it in parts (``--phase``, ``--only``, ``--into``): each result is its own file.
 """
 
 from __future__ import annotations
@@ -12,15 +30,33 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+ADAM_GRID = (3e-5, 1e-4, 3e-4)
+"""Full-parameter Adam: DECA, D-Adam, local block-wise Adam, centralised Adam."""
+ADAPTER_GRID = (3e-4, 1e-3, 3e-3)
+"""Adam on LoRA factors or bottleneck adapters: Dec-LoRA, DeCAF, Dec-Adapter."""
+SGD_GRID = (3e-3, 1e-2, 3e-2)
+"""SGD on the full region: D-PSGD."""
+METHODS, ABLATIONS = "methods", "ablations"
+GRID, SEEDS = "grid", "seeds"
+PHASES = (GRID, SEEDS, ABLATIONS)
+"""In order: the methods' lr grid at the grid seed, the methods' other seeds at the chosen lr, the ablations."""
+
 
 @dataclass(frozen=True)
 class QualityRun:
     name: str
-    """File name of the run's result (``<name>.json``)."""
+    """File names of its results start with it (``<name>-seed<seed>-lr<lr>.json``)."""
     table: str
-    """``methods`` or ``ablations``."""
+    """``methods`` (its lr is chosen on the grid) or ``ablations`` (a DECA variant at the reference's lr)."""
     label: str
+    family: str | None
+    """The key of ``QualityPreset.grids`` its lr comes from; None for an ablation."""
     overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scores_clients(self) -> bool:
+        """Each client's own model is scored only in the methods' runs (8 models: as much as x̄ on 800 examples)."""
+        return self.table == METHODS
 
 
 @dataclass(frozen=True)
@@ -28,80 +64,127 @@ class QualityPreset:
     name: str
     base: dict[str, Any]
     runs: tuple[QualityRun, ...]
+    grids: dict[str, tuple[float, ...]]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    grid_seed: int = 0
+    validation_size: int = 100
+    """The first ``validation_size`` held-out examples (stratified order) choose learning rates; the rest is the test split."""
+    client_examples: int = 100
+    """Each client's own model is scored on this prefix of the test split (stratified too)."""
+    score_from_layer: int = 26
+    """Models are scored from this decoder layer on (hidden states below it come from x0): the lowest layer any
+    run trains. A model that trains below it is refused."""
+    reference: str = "deca"
+    bootstrap_replicates: int = 2000
+
+    def __post_init__(self) -> None:
+        sizes = {len(grid) for grid in self.grids.values()}
+        if len(sizes) != 1:
+            raise ValueError(f"every method family needs a grid of the same size, not {self.grids}")
+        families = {run.family for run in self.runs if run.table == METHODS}
+        if not families <= set(self.grids) or self.reference not in {run.name for run in self.runs}:
+            raise ValueError(f"runs name families {families} or a reference {self.reference!r} the preset lacks")
+        if self.grid_seed not in self.seeds:
+            raise ValueError(f"grid_seed {self.grid_seed} must be one of the seeds {self.seeds}: its grid run at the "
+                             "chosen lr is that seed's run")
+
+    @property
+    def test_size(self) -> int:
+        return self.base["data"]["test_size"] - self.validation_size
+
+    def run(self, name: str) -> QualityRun:
+        return next(run for run in self.runs if run.name == name)
+
+    def design(self) -> dict[str, Any]:
+        """What the report needs to read a suite (kept in its ``suite.json``, so a later preset cannot change it)."""
+        return {"grids": {family: list(grid) for family, grid in self.grids.items()}, "seeds": list(self.seeds),
+                "grid_seed": self.grid_seed, "validation_size": self.validation_size, "test_size": self.test_size,
+                "client_examples": self.client_examples, "score_from_layer": self.score_from_layer,
+                "reference": self.reference, "bootstrap_replicates": self.bootstrap_replicates,
+                "runs": [{"name": run.name, "table": run.table, "label": run.label, "family": run.family}
+                         for run in self.runs]}
 
 
-def _method(name: str, label: str, **overrides: Any) -> QualityRun:
+def preset_of(name: str, design: dict[str, Any]) -> QualityPreset:
+    """The preset a suite was measured with, from its recorded ``design`` (runs without their overrides)."""
+    runs = tuple(QualityRun(run["name"], run["table"], run["label"], run["family"]) for run in design["runs"])
+    return QualityPreset(
+        name=name, base={"data": {"test_size": design["validation_size"] + design["test_size"]}}, runs=runs,
+        grids={family: tuple(grid) for family, grid in design["grids"].items()}, seeds=tuple(design["seeds"]),
+        grid_seed=design["grid_seed"], validation_size=design["validation_size"],
+        client_examples=design["client_examples"], score_from_layer=design["score_from_layer"],
+        reference=design["reference"], bootstrap_replicates=design["bootstrap_replicates"])
+
+
+def _method(name: str, label: str, family: str, **overrides: Any) -> QualityRun:
     algorithm = {"type": name} | overrides.pop("algorithm", {})
-    return QualityRun(name, "methods", label, {"algorithm": algorithm} | overrides)
+    return QualityRun(name, METHODS, label, family, {"algorithm": algorithm} | overrides)
 
 
 def _ablation(name: str, label: str, **overrides: Any) -> QualityRun:
-    """A DECA variant; only its network-average model is evaluated (per-client scores cost minutes)."""
-    evaluation = {"per_client": False} | overrides.pop("evaluation", {})
-    return QualityRun(f"ablation-{name}", "ablations", label, {"evaluation": evaluation} | overrides)
+    algorithm = {"type": "deca"} | overrides.pop("algorithm", {})
+    return QualityRun(f"ablation-{name}", ABLATIONS, label, None, {"algorithm": algorithm} | overrides)
 
 
-def _reference_deca(**options: Any) -> dict[str, Any]:
-    """DECA's own options as the suite's reference DECA ran, plus ``options`` (for ``deca`` runs only).
-
-    The reference is the setting before this suite chose defaults (h ÷ γ, two layers per block),
-    pinned so that every ablation changes one thing from what was run.
-    """
-    return {"h_scale": "lr"} | options
-
-
-# LoRA-style methods use the learning rate LoRA is conventionally trained with; SGD needs a
-# larger step than Adam. None of these was tuned per method (one seed, no sweep): see BENCHMARKS.md.
-_LORA_LR = 1e-3
-_SGD_LR = 1e-2
 _CLIENTS = 8
 _BATCH = 2
+_TOP_FOUR = [29, 28, 27, 26]
+"""SmolLM2's 30 layers, one per block: the top four, top down (the v1 suite's order; BAdam's default is descending)."""
+
+
+def _methods(centralised_batch: int) -> tuple[QualityRun, ...]:
+    return (
+        _method("deca", "DECA (library defaults)", "adam"),
+        _method("dec_lora", "Dec-LoRA", "adapter"),
+        _method("decaf", "DeCAF", "adapter"),
+        _method("dec_adapter", "Dec-Adapter", "adapter"),
+        _method("dsgd", "D-PSGD (full region)", "sgd"),
+        _method("dadam", "D-Adam (full region)", "adam"),
+        _method("local_block_adam", "local block-wise Adam (no gossip)", "adam"),
+        _method("centralized_adam", "centralised Adam (all data, batch × clients)", "adam",
+                data={"batch_size": centralised_batch}),
+    )
+
+
+def _ablations(ascending: list[int], two_layer_blocks: dict[str, Any], two_layer_steps: int) -> tuple[QualityRun, ...]:
+    update, gap = {"h_signal": "update", "h_sign": "old_minus_new"}, {"h_signal": "consensus_gap", "h_sign": "old_minus_new"}
+    return (
+        _ablation("h_update_raw", "h = x_k − x_new, raw", algorithm=update | {"h_scale": "raw"}),
+        _ablation("h_update_gradient_units", "h = x_k − x_new, gradient units",
+                  algorithm=update | {"h_scale": "gradient_units"}),
+        _ablation("h_gap_gradient_units", "h = x½ − x_new, gradient units", algorithm=gap | {"h_scale": "gradient_units"}),
+        _ablation("without_bma", "w/o BMA (β1 = β2 = 1)", algorithm={"variant": "without_bma"}),
+        _ablation("trivial_bma", "trivial BMA", algorithm={"variant": "trivial_bma"}),
+        _ablation("persistent_moments", "moments kept per block across rounds",
+                  algorithm={"moment_lifetime": "persistent"}),
+        _ablation("ascending_blocks", "blocks visited bottom up", algorithm={"blocks": {"fixed_order": ascending}}),
+        _ablation("two_layer_blocks", "2 layers per block (same layers, R doubled)",
+                  algorithm={"inner_steps": two_layer_steps, "blocks": two_layer_blocks}),
+        _ablation("ring", "ring graph", topology={"type": "ring"}),
+        _ablation("bipartite", "complete bipartite graph", topology={"type": "bipartite"}),
+    )
+
 
 FULL = QualityPreset(
     name="full",
     base={
         "name": "quality",
-        "seed": 0,
         "num_clients": _CLIENTS,
         "model": {"name": "smollm2-135m"},
-        "data": {"source": "bbc_news", "test_size": 100, "body_words": 32, "max_tokens": 80, "batch_size": _BATCH},
+        "data": {"source": "bbc_news", "test_size": 600, "body_words": 32, "max_tokens": 80, "batch_size": _BATCH},
         "partition": {"type": "dirichlet", "alpha": 0.25},
         "topology": {"type": "erdos_renyi", "edge_probability": 0.5, "weights": "metropolis_hastings"},
-        "algorithm": {
-            "rounds": 1, "inner_steps": 20, "lr": 1e-4,
-            # the top four of SmolLM2's 30 layers as two blocks: every method trains this region
-            "blocks": {"layers_per_block": 2, "order": "fixed", "fixed_order": [14, 13]},
-        },
-        "evaluation": {"before_training": False, "per_client": True},
-        "runtime": {"backend": "ray", "cpus_per_client": 0.25},
-        "tracking": {"experiment": "deca-ray-quality", "consensus_every_steps": 4},
-        "checkpoint": {"enabled": False},
+        "algorithm": {"rounds": 2, "inner_steps": 5,
+                      "blocks": {"layers_per_block": 1, "order": "fixed", "fixed_order": _TOP_FOUR}},
+        # the suite scores the final models itself, with per-example predictions (x0 once per seed)
+        "evaluation": {"before_training": False, "after_training": False},
+        # in-process clients: the same trajectory as Ray actors (tested), without 8 actor start-ups per run
+        "runtime": {"backend": "local"},
+        "tracking": {"experiment": "deca-ray-quality"},
     },
-    runs=(
-        _method("deca", "DECA (full BMA)", algorithm=_reference_deca(), evaluation={"before_training": True}),
-        _method("dec_lora", "Dec-LoRA (r 8, q/v)", algorithm={"lr": _LORA_LR}),
-        _method("decaf", "DeCAF (r 8, q/v)", algorithm={"lr": _LORA_LR}),
-        _method("dec_adapter", "Dec-Adapter (bottleneck 32)", algorithm={"lr": _LORA_LR}),
-        _method("dsgd", "D-PSGD (full region)", algorithm={"lr": _SGD_LR}),
-        _method("dadam", "D-Adam (full region)"),
-        _method("local_block_adam", "local block-wise Adam (no gossip)"),
-        _method("centralized_adam", "centralised Adam (all data, batch × 8)",
-                data={"batch_size": _BATCH * _CLIENTS}, runtime={"cpus_per_client": 2}),
-        _ablation("without_bma", "w/o BMA (β1 = β2 = 1)", algorithm=_reference_deca(variant="without_bma")),
-        _ablation("trivial_bma", "trivial BMA", algorithm=_reference_deca(variant="trivial_bma")),
-        _ablation("h_new_minus_old", "h = new − old (÷ γ)", algorithm=_reference_deca(h_sign="new_minus_old")),
-        _ablation("h_raw", "h = old − new, raw scale", algorithm=_reference_deca(h_scale="raw")),
-        _ablation("h_unit_norm", "h = old − new, unit norm", algorithm=_reference_deca(h_scale="unit_norm")),
-        _ablation("one_layer_blocks", "1 layer per block (same 4 layers)",
-                  algorithm=_reference_deca(inner_steps=10,
-                                            blocks={"layers_per_block": 1, "fixed_order": [29, 28, 27, 26]})),
-        # The defaults chosen from the runs above, together (measured after them, see suite.json reruns)
-        _ablation("chosen_defaults", "chosen defaults: h unit norm + 1 layer per block",
-                  algorithm=_reference_deca(h_scale="unit_norm", inner_steps=10,
-                                            blocks={"layers_per_block": 1, "fixed_order": [29, 28, 27, 26]})),
-        _ablation("ring", "ring graph", algorithm=_reference_deca(), topology={"type": "ring"}),
-        _ablation("bipartite", "complete bipartite graph", algorithm=_reference_deca(), topology={"type": "bipartite"}),
-    ),
+    runs=(*_methods(_BATCH * _CLIENTS),
+          *_ablations([26, 27, 28, 29], {"layers_per_block": 2, "fixed_order": [14, 13]}, 10)),
+    grids={"adam": ADAM_GRID, "adapter": ADAPTER_GRID, "sgd": SGD_GRID},
 )
 
 QUICK = QualityPreset(
@@ -110,18 +193,18 @@ QUICK = QualityPreset(
         "name": "quality-quick",
         "num_clients": 3,
         "model": {"name": "tiny-llama"},
-        "data": {"max_train_examples": 60, "test_size": 12, "body_words": 20, "max_tokens": 48, "batch_size": 2},
+        "data": {"max_train_examples": 60, "test_size": 16, "body_words": 20, "max_tokens": 48, "batch_size": 2},
         "topology": {"type": "ring"},
-        "algorithm": {"rounds": 1, "inner_steps": 2, "lr": 1e-3},
-        "evaluation": {"before_training": False, "per_client": True},
+        "algorithm": {"rounds": 2, "inner_steps": 1,
+                      "blocks": {"layers_per_block": 1, "order": "fixed", "fixed_order": [3, 2]}},
+        "evaluation": {"before_training": False, "after_training": False},
         "runtime": {"backend": "local"},
-        "tracking": {"experiment": "deca-ray-quality-quick"},
-        "checkpoint": {"enabled": False},
+        "tracking": {"experiment": "deca-ray-quality-quick", "system_metrics": False},
     },
-    runs=(
-        _method("deca", "DECA", evaluation={"before_training": True}),
-        _method("decaf", "DeCAF", algorithm={"lora": {"rank": 2}}),
-        _method("centralized_adam", "centralised Adam"),
-        _ablation("without_bma", "w/o BMA", algorithm={"variant": "without_bma"}),
-    ),
+    runs=(_method("deca", "DECA", "adam"), _method("decaf", "DeCAF", "adapter", algorithm={"lora": {"rank": 2}}),
+          _ablation("without_bma", "w/o BMA", algorithm={"variant": "without_bma"}),
+          _ablation("ascending_blocks", "blocks bottom up", algorithm={"blocks": {"fixed_order": [2, 3]}})),
+    grids={"adam": (1e-3, 1e-2), "adapter": (1e-3, 1e-2)},
+    seeds=(0, 1), validation_size=6, client_examples=5, score_from_layer=2, bootstrap_replicates=200,
 )
+"""The whole pipeline in about a minute: tiny LLaMA, 3 clients, 4 steps, grids of two rates, two seeds."""

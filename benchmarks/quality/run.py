@@ -1,171 +1,130 @@
-"""``python -m benchmarks quality``: every method and ablation of section Q, one result file per run.
+"""``python -m benchmarks quality``: the suite's phases, in parts, resumable; one result file per (run, seed, lr).
 
-Runs go one after another on one Ray cluster (started here unless ``RAY_ADDRESS`` names one);
-each is a normal tracked run (MLflow, run directory), and its result file records the commit,
-date, machine, config, seed, final metrics and loss / consensus curves.
+A new suite goes to ``<results_dir>/quality-<time>/``; ``into`` continues an existing one, skipping
+every result already there (a crash or a stop loses at most the job in progress), or with
+``rerun`` measures the selected jobs again, moving the results they replace to ``superseded/``.
+Each invocation is a session of ``suite.json`` (its wall time, commit and what it measured),
+rewritten after every job. Runs go one after another in this process (the presets' local backend;
+a preset on Ray shares one cluster).
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
+import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks.quality.presets import QualityPreset, QualityRun
-from benchmarks.results import NoResultError, metadata
-from deca_ray.config import ExperimentConfig, config_from_dict, merge_overrides
+from benchmarks.quality.held_out import HeldOutCache
+from benchmarks.quality.measure import job_config, measure, x0_record
+from benchmarks.quality.plan import Job, phase_jobs
+from benchmarks.quality.presets import PHASES, QualityPreset
+from benchmarks.quality.suite_dir import (
+    SUITE_FILE,
+    load_suite,
+    new_suite,
+    newest_suite,
+    open_suite,
+    read_results,
+    supersede,
+    write_json,
+    x0_name,
+)
+from benchmarks.results import git_info
+from deca_ray.config import ExperimentConfig
+
+__all__ = ["SUITE_FILE", "load_suite", "newest_suite", "run_quality_benchmark"]  # the BENCHMARKS.md test reads these
 
 logger = logging.getLogger(__name__)
-
-SUITE_FILE = "suite.json"
 
 
 def run_quality_benchmark(
     preset: QualityPreset, results_dir: Path, output_dir: Path = Path("runs/bench-quality"),
-    only: Callable[[QualityRun], bool] | None = None, into: Path | None = None,
+    phases: Sequence[str] = PHASES, only: Iterable[str] | None = None, into: Path | None = None, rerun: bool = False,
 ) -> Path:
-    """Run the preset's runs into a new ``<results_dir>/quality-<stamp>/``; returns that directory.
-
-    ``into``: re-run those runs inside an existing suite instead (after a fix that changes them);
-    each replaced result moves to ``superseded/`` and ``suite.json`` lists the re-run.
-    """
-    runs = [run for run in preset.runs if only is None or only(run)]
-    if into is not None:
-        return _rerun_into(preset, runs, into, output_dir)
-    suite_dir = _new_suite_dir(results_dir)
-    configs = {run.name: run_config(preset, run, output_dir) for run in runs}  # bad overrides fail before any run
-    started = time.perf_counter()
-    with _one_ray_connection(configs.values()):
-        for run in runs:
-            logger.info("quality benchmark: %s (%s)", run.name, run.label)
-            _write(suite_dir / f"{run.name}.json", _run_one(preset, run, configs[run.name]))
-    suite = {"preset": preset.name, "runs": [run.name for run in runs], "wall_time_s": time.perf_counter() - started,
-             "metadata": metadata()}
-    _write(suite_dir / SUITE_FILE, suite)
+    """Measure ``phases`` (in the suite's order) for the runs named in ``only`` (default all); returns the suite."""
+    selected = set(only) if only is not None else None
+    runs = [run for run in preset.runs if selected is None or run.name in selected]
+    # bad overrides fail before anything is measured (the lr is not chosen yet: any valid one checks the rest)
+    configs = [job_config(preset, Job(run, preset.grid_seed, 1e-4, "check"), output_dir) for run in runs]
+    suite_dir = into if into is not None else new_suite(results_dir, preset.name, preset.design())
+    session = _Session(suite_dir, open_suite(suite_dir, preset.name, preset.design()), phases, selected, rerun)
+    held_out = HeldOutCache(output_dir / "x0-states", preset.score_from_layer)
+    try:
+        with _one_ray_connection(configs):
+            for phase in [phase for phase in PHASES if phase in phases]:
+                jobs = phase_jobs(preset, phase, runs, read_results(suite_dir))  # refuses an incomplete grid here
+                for job in jobs:
+                    if (suite_dir / job.file).exists() and not rerun:
+                        logger.info("quality %s: %s already measured, skipped", phase, job.file)
+                        continue
+                    _measure_into(suite_dir, preset, job, output_dir, held_out, session)
+    except BaseException:
+        if into is None and not session.entry["measured"]:
+            shutil.rmtree(suite_dir)  # a refused or failed start leaves no empty suite to be rendered as the newest
+        raise
+    session.close()
     return suite_dir
 
 
-def _rerun_into(preset: QualityPreset, runs: list[QualityRun], suite_dir: Path, output_dir: Path) -> Path:
-    from deca_ray.errors import ConfigError
+def _measure_into(suite_dir: Path, preset: QualityPreset, job: Job, output_dir: Path, held_out: HeldOutCache,
+                  session: _Session) -> None:
+    logger.info("quality %s: %s (%s), seed %d, lr %g", job.phase, job.run.name, job.run.label, job.seed, job.lr)
+    config = job_config(preset, job, output_dir)
+    held = held_out.get(config)
+    if not (suite_dir / x0_name(job.seed)).exists():
+        write_json(suite_dir / x0_name(job.seed), x0_record(preset, job.seed, held, config))
+    result = measure(preset, job, config, held)
+    replaced = supersede(suite_dir, job.file)
+    write_json(suite_dir / job.file, result)
+    session.measured(job.file, result, replaced)
 
-    if not (suite_dir / SUITE_FILE).is_file():
-        raise ConfigError(f"--into {suite_dir}: no {SUITE_FILE} there; pass a finished quality-* suite directory")
-    suite = json.loads((suite_dir / SUITE_FILE).read_text())
-    if suite["preset"] != preset.name:
-        raise ConfigError(f"--into {suite_dir} holds preset {suite['preset']!r}, not {preset.name!r}")
-    configs = {run.name: run_config(preset, run, output_dir) for run in runs}
-    with _one_ray_connection(configs.values()):
-        for run in runs:
-            logger.info("quality benchmark, re-run into %s: %s (%s)", suite_dir.name, run.name, run.label)
-            result = _run_one(preset, run, configs[run.name])
-            _supersede(suite_dir, run.name)
-            _write(suite_dir / f"{run.name}.json", result)
-            suite.setdefault("reruns", []).append(
-                {"run": run.name, "commit": result["metadata"]["git"]["commit"],
-                 "date_utc": result["metadata"]["date_utc"],
-                 "wall_time_s": result["metrics"]["wall_time_s"]})
-            if run.name not in suite["runs"]:
-                suite["runs"].append(run.name)
-    staged = suite_dir / f"{SUITE_FILE}.tmp"
-    staged.write_text(json.dumps(suite, indent=2, default=str) + "\n")
-    staged.replace(suite_dir / SUITE_FILE)  # atomic: a crash leaves the old record, never half of one
-    return suite_dir
+
+class _Session:
+    """This invocation's entry in ``suite.json``: what it asked for and measured, and its wall time so far."""
+
+    def __init__(self, suite_dir: Path, suite: dict[str, Any], phases: Sequence[str], only: set[str] | None,
+                 rerun: bool) -> None:
+        self.path, self.suite, self.started = suite_dir / SUITE_FILE, suite, time.perf_counter()
+        git = git_info()
+        self.entry: dict[str, Any] = {
+            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": git.get("commit"),
+            "dirty": git.get("dirty"), "phases": list(phases), "only": sorted(only) if only else None,
+            "rerun": rerun, "measured": [], "wall_time_s": 0.0,
+        }
+        suite["sessions"].append(self.entry)
+        self._write()
+
+    def measured(self, name: str, result: dict[str, Any], replaced: Path | None) -> None:
+        self.entry["measured"].append(name)
+        if replaced is not None:
+            self.suite["reruns"].append({"file": name, "commit": result["metadata"]["git"]["commit"],
+                                         "date_utc": result["metadata"]["date_utc"], "superseded": replaced.name})
+        self._write()
+
+    def close(self) -> None:
+        self._write()
+
+    def _write(self) -> None:
+        self.entry["wall_time_s"] = time.perf_counter() - self.started
+        write_json(self.path, self.suite)
 
 
 @contextmanager
 def _one_ray_connection(configs: Iterable[ExperimentConfig]) -> Iterator[None]:
     """One Ray cluster (or connection) for every run of a suite, if any run uses Ray."""
+    runtime = next((config.runtime for config in configs if config.runtime.backend == "ray"), None)
+    if runtime is None:
+        yield
+        return
     from deca_ray.runtime.cluster import connect, disconnect
 
-    runtime = next((config.runtime for config in configs if config.runtime.backend == "ray"), None)
-    connected_here = runtime is not None and connect(runtime)
+    connected_here = connect(runtime)
     try:
         yield
     finally:
         disconnect(connected_here)
-
-
-def _supersede(suite_dir: Path, run: str) -> None:
-    """Keep the result being replaced, beside the suite, for the record."""
-    old = suite_dir / f"{run}.json"
-    if old.exists():
-        target = suite_dir / "superseded" / f"{run}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
-        target.parent.mkdir(exist_ok=True)
-        old.rename(target)
-
-
-def run_config(preset: QualityPreset, run: QualityRun, output_dir: Path) -> ExperimentConfig:
-    raw = copy.deepcopy(preset.base)
-    merge_overrides(raw, copy.deepcopy(run.overrides))
-    name = f"{raw.get('name', 'quality')}-{run.name}"
-    # A benchmark compares numbers: no ~540 MB model directory written and logged per run.
-    tracking = {"output_dir": str(output_dir), "save_model": False, "log_model": False}
-    merge_overrides(raw, {"name": name, "tracking": tracking})
-    return config_from_dict(raw)
-
-
-def _run_one(preset: QualityPreset, run: QualityRun, config: ExperimentConfig) -> dict[str, Any]:
-    from deca_ray.runner import run_experiment
-
-    result = run_experiment(config)
-    summary = result.summary
-    bytes_sent = summary["bytes_sent_per_client"]
-    return {
-        "metadata": metadata(),
-        "preset": preset.name,
-        "run": run.name,
-        "table": run.table,
-        "label": run.label,
-        "seed": config.seed,
-        "config": config.model_dump(mode="json"),
-        "metrics": {
-            "before": summary.get("before", {}),
-            "after": summary.get("after", {}),
-            "steps_per_client": summary["steps"],
-            "bytes_sent_per_client": sum(bytes_sent.values()) / len(bytes_sent),
-            "peak_tensor_bytes_per_client": summary["peak_tensor_bytes_per_client"],
-            "wall_time_s": summary["wall_time_s"],
-            "median_step_time_s": summary["median_step_time_s"],
-            "num_clients": summary["num_clients"],
-        },
-        "topology": summary["topology"],
-        "curves": {
-            "step": [m.position.global_step for m in result.history],
-            "mean_loss": [m.mean_loss for m in result.history],
-            "consensus_distance": [m.consensus_distance for m in result.history],
-        },
-        "mlflow": {"tracking_uri": result.tracking_uri, "run_id": result.run_id},
-        "run_dir": str(result.run_dir),
-    }
-
-
-def load_suite(suite_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The suite record and its runs' results, in run order."""
-    suite = json.loads((suite_dir / SUITE_FILE).read_text())
-    return suite, [json.loads((suite_dir / f"{name}.json").read_text()) for name in suite["runs"]]
-
-
-def newest_suite(results_dir: Path) -> Path:
-    suites = sorted(path.parent for path in results_dir.glob(f"quality-*/{SUITE_FILE}"))
-    if not suites:
-        raise NoResultError(f"no quality-*/{SUITE_FILE} in {results_dir}; run `python -m benchmarks quality` first")
-    return suites[-1]
-
-
-def _new_suite_dir(results_dir: Path) -> Path:
-    path = results_dir / f"quality-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
-    path.mkdir(parents=True, exist_ok=False)
-    return path
-
-
-def _write(path: Path, payload: dict[str, Any]) -> None:
-    with path.open("x") as stream:
-        json.dump(payload, stream, indent=2, default=str)
-        stream.write("\n")
 

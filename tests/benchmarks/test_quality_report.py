@@ -1,155 +1,156 @@
-"""The quality report: tables, deltas, winners and noise level follow from the result files; plots are written."""
+"""The v2 quality report from hand-made result files: grid, methods, paired intervals, the goal, the section only."""
 
 from __future__ import annotations
 
 import copy
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from benchmarks.markdown import HEADER
+from benchmarks.quality.presets import QUICK
 from benchmarks.quality.report import render_newest_quality, render_quality
+from benchmarks.quality.suite_dir import SUITE_FILE, VERSION, result_name, x0_name
 
 MIB = 2**20
-TEST_SIZE = 100
-CONFIG = {
-    "num_clients": 8,
-    "model": {"name": "smollm2-135m"},
-    "data": {"batch_size": 2, "max_tokens": 80, "test_size": TEST_SIZE},
-    "partition": {"type": "dirichlet", "alpha": 0.25},
-    "topology": {"type": "erdos_renyi"},
-    "algorithm": {"lr": 1e-4, "rounds": 1, "variant": "full", "h_sign": "old_minus_new", "h_scale": "lr",
-                  "blocks": {"layers_per_block": 2, "order": "fixed", "fixed_order": [14, 13]}},
-}
-META = {"git": {"commit": "abc123", "dirty": True}, "date_utc": "2026-01-01T00:00:00+00:00",
-        "machine": {"cpu_model": "Test CPU", "cpu_cores": 2, "gpu": None}, "versions": {}}
-BEFORE = {"avg/accuracy": 0.2, "avg/macro_f1": 0.1, "avg/loss": 3.0}
-LOSSES = [3.0, 2.8, 2.6, 2.4, 2.2, 2.0, 1.8]
-CONSENSUS = [None, 1e-3, None, 3e-3, None, 5e-3, None]
+LABELS = [0, 1, 2, 3, 4] * 2  # QUICK's 10 test examples
+RIGHT, WRONG = LABELS, [(label + 1) % 5 for label in LABELS]
+META = {"git": {"commit": "abc123", "dirty": False}, "date_utc": "2026-01-01T00:00:00+00:00",
+        "machine": {"cpu_model": "Test CPU", "cpu_cores": 2, "gpu": None}}
+CONFIG = {"num_clients": 3, "model": {"name": "tiny-llama"}, "runtime": {"backend": "local"},
+          "data": {"batch_size": 2, "max_tokens": 48, "body_words": 20},
+          "partition": {"type": "dirichlet", "alpha": 0.25},
+          "topology": {"type": "ring", "weights": "metropolis_hastings"},
+          "algorithm": {"type": "deca", "rounds": 2, "inner_steps": 1, "variant": "full",
+                        "blocks": {"layers_per_block": 1, "fixed_order": [3, 2]}}}
 
 
-def _after(accuracy: float, macro_f1: float, clients: tuple[float, float, float, float] | None = None) -> dict:
-    after = {"avg/accuracy": accuracy, "avg/macro_f1": macro_f1, "avg/loss": 2.0}
-    if clients is not None:
-        after |= dict(zip(("clients_mean/accuracy", "clients_std/accuracy", "clients_mean/macro_f1",
-                           "clients_std/macro_f1"), clients, strict=True))
-    return after
+def _scores(predictions: list[int]) -> dict[str, Any]:
+    accuracy = sum(p == label for p, label in zip(predictions, LABELS[: len(predictions)], strict=True)) / len(predictions)
+    return {"accuracy": accuracy, "macro_f1": accuracy / 2, "predictions": predictions}
 
 
-def _result(run: str, table: str, label: str, after: dict, before: dict | None = None) -> dict[str, Any]:
+def _result(run: str, table: str, seed: int, lr: float, test: list[int], validation: float | None = None,
+            **config: Any) -> dict[str, Any]:
+    average = {"test": _scores(test)}
+    if validation is not None:
+        average["validation"] = {"accuracy": validation, "macro_f1": 0.1, "predictions": [0] * 6}
+    merged = copy.deepcopy(CONFIG)
+    merged["algorithm"] |= config
     return {
-        "metadata": META, "preset": "full", "run": run, "table": table, "label": label, "seed": 0,
-        "config": copy.deepcopy(CONFIG),
-        "metrics": {"before": before or {}, "after": after, "steps_per_client": 40,
-                    "bytes_sent_per_client": 3.5 * MIB, "peak_tensor_bytes_per_client": 12.25 * MIB,
-                    "wall_time_s": 61.5, "median_step_time_s": 0.25, "num_clients": 8},
-        "topology": {"kind": "erdos_renyi", "spectral_gap": 0.375},
-        "curves": {"step": list(range(len(LOSSES))), "mean_loss": LOSSES, "consensus_distance": CONSENSUS},
+        "version": VERSION, "kind": "run", "metadata": META, "preset": "quick", "run": run, "table": table,
+        "label": QUICK.run(run).label, "family": QUICK.run(run).family, "seed": seed, "lr": lr,
+        "phase": "grid" if validation is not None else "seeds", "config": merged,
+        "training": {"steps_per_client": 4, "bytes_sent_per_client": 2 * MIB, "peak_tensor_bytes_per_client": 8 * MIB,
+                     "median_step_time_s": 0.5, "num_clients": 3, "run_wall_time_s": 10.0},
+        "topology": {"spectral_gap": 0.5},
+        "curves": {"step": [0, 1, 2, 3], "mean_loss": [3.0, 2.0, 1.0, 0.5], "consensus_distance": [None, 1e-3, None, 3e-3]},
+        "held_out": {"digest": f"seed{seed}", "labels": {"test": LABELS}},
+        "scores": {"average": average, "clients": [{"client": 0, **_scores(test[:5])}, {"client": 1, **_scores(RIGHT[:5])}]
+                   if table == "methods" else []},
+        "timing": {"train_s": 12.0, "score_s": 3.0, "wall_time_s": 15.0},
     }
 
 
-RESULTS = [
-    _result("deca", "methods", "DECA", _after(0.60, 0.50, (0.55, 0.05, 0.45, 0.04)), before=BEFORE),
-    _result("dec_lora", "methods", "Dec-LoRA", _after(0.45, 0.35)),  # per-client evaluation did not run
-    _result("ablation-h_new_minus_old", "ablations", "h new-old", _after(0.40, 0.30)),
-    _result("ablation-h_raw", "ablations", "h raw", _after(0.75, 0.52)),
-    _result("ablation-h_unit_norm", "ablations", "h unit", _after(0.62, 0.60)),
-    _result("ablation-without_bma", "ablations", "no BMA", _after(0.60, 0.55)),  # ties DECA, better F1
-    _result("ablation-ring", "ablations", "ring", _after(0.58, 0.49)),
-]
-SUITE = {"preset": "full", "runs": [result["run"] for result in RESULTS], "wall_time_s": 5400.0, "metadata": META}
+def _x0(seed: int) -> dict[str, Any]:
+    return {"version": VERSION, "kind": "x0", "seed": seed, "metadata": META,
+            "held_out": {"digest": f"seed{seed}", "labels": {"test": LABELS}},
+            "scores": {"average": {"test": _scores(WRONG[:8] + RIGHT[8:])}}}
 
 
-def _write_suite(directory: Path, suite: dict, results: list[dict]) -> Path:
-    directory.mkdir(parents=True)
-    (directory / "suite.json").write_text(json.dumps(suite))
-    for result in results:
-        (directory / f"{result['run']}.json").write_text(json.dumps(result))
-    return directory
+def _suite(without_bma: list[int], rival: list[int]) -> list[dict[str, Any]]:
+    """DECA right everywhere at lr 1e-2 (chosen); DeCAF at 1e-3 (chosen) predicting ``rival``."""
+    results = [_x0(0), _x0(1)]
+    for seed in (0, 1):
+        grid = seed == 0
+        results += [_result("deca", "methods", seed, 1e-2, RIGHT, validation=0.8 if grid else None),
+                    _result("decaf", "methods", seed, 1e-3, rival, validation=0.6 if grid else None),
+                    _result("ablation-without_bma", "ablations", seed, 1e-2, without_bma, variant="without_bma")]
+    results += [_result("deca", "methods", 0, 1e-3, WRONG, validation=0.4),  # the grid's other rates
+                _result("decaf", "methods", 0, 1e-2, WRONG, validation=0.5)]
+    return results
 
 
-def _cells(text: str, label: str) -> list[str]:
-    rows = [line for line in text.splitlines() if line.startswith(f"| {label} |")]
+SUITE = {"version": VERSION, "preset": "quick", "design": QUICK.design(), "metadata": META, "reruns": [],
+         "sessions": [{"wall_time_s": 1800.0}, {"wall_time_s": 1800.0}]}  # 1 h in all
+
+
+GRID, METHODS, DIFFERENCES = "| method | validation", "| method | lr |", "| run | differs"
+
+
+def _row(text: str, table: str, label: str) -> list[str]:
+    """The cells after the label of row ``label`` in the table whose header starts with ``table``."""
+    lines = text.split(f"\n{table}", 1)[1].split("\n\n", 1)[0].splitlines()
+    rows = [line for line in lines if line.startswith(f"| {label} |")]
     assert len(rows) == 1, rows
     return [cell.strip() for cell in rows[0].strip("|").split("|")][1:]
 
 
-def _finding(text: str, title: str) -> str:
-    return next(line for line in text.splitlines() if line.startswith(f"- {title} ("))
+def test_grid_methods_and_paired_differences_come_from_the_files():
+    text = render_quality(SUITE, _suite(without_bma=RIGHT, rival=WRONG), Path("suite"))
+    # the grid: validation accuracy per rate, the chosen one in bold
+    assert _row(text, GRID, "DECA") == ["0.001: 0.400 (0.100) · **0.01: 0.800 (0.100)**", "0.01"]
+    assert _row(text, GRID, "DeCAF") == ["**0.001: 0.600 (0.100)** · 0.01: 0.500 (0.100)", "0.001"]
+    # the methods at their chosen rate: mean ± std over seeds, client means, MiB, seconds
+    assert _row(text, METHODS, "DECA") == ["0.01", "2", "1.000 ± 0.000", "0.500 ± 0.000", "1.000 ± 0.000",
+                                           "0.500 ± 0.000", "2.0", "8.0", "12", "3"]
+    assert _row(text, METHODS, "DeCAF")[4] == "0.500 ± 0.000"  # clients: one wrong, one right on its 5
+    assert _row(text, METHODS, "before training (x0, shared start)")[:3] == ["—", "2", "0.200 ± 0.000"]
+    # other − DECA, paired: DeCAF wrong everywhere DECA is right → −1 exactly; w/o BMA identical → 0 exactly
+    decaf = _row(text, DIFFERENCES, "DeCAF")
+    assert decaf[:5] == ["the method", "2", "0.000 ± 0.000", "-1.000 [-1.000, -1.000]", "worse"]
+    without = _row(text, DIFFERENCES, "w/o BMA")
+    assert without[:5] == ["`algorithm.variant: full → without_bma`", "2", "1.000 ± 0.000", "+0.000 [+0.000, +0.000]",
+                           "no difference"]
+    assert without[6:] == ["1.625", "2.00e-03"]  # final loss: mean of the last 5 (all 4) steps; consensus measured
+    # the ablation not measured yet is listed with dashes
+    assert _row(text, DIFFERENCES, "blocks bottom up")[:4] == ["—", "0", "—", "—"]
+    # an incomplete grid chooses nothing yet: its method has no rows but the grid's
+    partial = [r for r in _suite(without_bma=RIGHT, rival=WRONG) if (r.get("run"), r.get("lr")) != ("deca", 1e-3)]
+    text_partial = render_quality(SUITE, partial, Path("suite"))
+    assert _row(text_partial, GRID, "DECA") == ["0.001: — · 0.01: 0.800 (0.100)", "—"]
+    assert _row(text_partial, METHODS, "DECA")[:3] == ["—", "0", "—"]
+    assert "- suite: `suite/`" in text and "`abc123`" in text and "wall time 60.0 min over 2 session(s) (training 1.6 min, scoring the final models 0.4 min" in text
 
 
-def test_newest_suite_is_plotted_and_replaces_the_quality_section_once(tmp_path):
-    # Prepare: an older suite, the newest one, and a BENCHMARKS.md with a stale quality section between others
+def test_goal_is_met_not_met_or_undecided_by_the_intervals():
+    undecided = render_quality(SUITE, _suite(without_bma=RIGHT, rival=WRONG), Path("suite"))
+    assert "→ **undecided**" in undecided and "DECA − DeCAF (best of the three" in undecided
+    met = render_quality(SUITE, _suite(without_bma=WRONG, rival=WRONG), Path("suite"))
+    assert "→ **met**" in met and "+1.000 [+1.000, +1.000] (better, 2 seeds)" in met
+    tied = render_quality(SUITE, _suite(without_bma=WRONG, rival=RIGHT), Path("suite"))
+    assert "→ **undecided**" in tied  # DeCAF ties DECA: the interval is neither above 0 nor below
+    behind = _suite(without_bma=WRONG, rival=WRONG)
+    for result in behind:
+        if result.get("run") == "deca" and result["lr"] == 1e-2:
+            result["scores"]["average"]["test"] = _scores(WRONG)  # DECA wrong everywhere, as DeCAF
+    for result in behind:
+        if result.get("run") == "ablation-without_bma":
+            result["scores"]["average"]["test"] = _scores(RIGHT)  # w/o BMA right everywhere: below 0 fails
+    assert "→ **not met**" in render_quality(SUITE, behind, Path("suite"))
+    empty = render_quality(SUITE, [_x0(0)], Path("suite"))
+    assert "→ **not measured yet**" in empty
+
+
+def test_newest_v2_suite_is_plotted_and_replaces_only_the_quality_section(tmp_path):
+    # Prepare: an older v1-shaped directory name sorts first; the newest is v2; other sections around
     results_dir = tmp_path / "results"
-    _write_suite(results_dir / "quality-20250101T000000Z", SUITE | {"preset": "old"}, RESULTS)
-    newest = _write_suite(results_dir / "quality-20260101T000000Z", SUITE, RESULTS)
+    suite_dir = results_dir / "quality-20270101T000000Z"
+    suite_dir.mkdir(parents=True)
+    (suite_dir / SUITE_FILE).write_text(json.dumps(SUITE))
+    for result in _suite(without_bma=RIGHT, rival=WRONG):
+        name = x0_name(result["seed"]) if result["kind"] == "x0" else result_name(result["run"], result["seed"],
+                                                                                   result["lr"])
+        (suite_dir / name).write_text(json.dumps(result))
     markdown = tmp_path / "BENCHMARKS.md"
-    markdown.write_text("# B\n\nbefore\n\n<!-- quality:begin -->\nstale\n<!-- quality:end -->\n\nafter\n")
+    markdown.write_text("# B\n\n<!-- system:begin -->\nS\n<!-- system:end -->\n\n<!-- quality:begin -->\nstale\n"
+                        "<!-- quality:end -->\n\n<!-- lab:begin -->\nL\n<!-- lab:end -->\n")
     # Execute
-    used = render_newest_quality(results_dir, markdown)
-    # Assert
+    assert render_newest_quality(results_dir, markdown) == suite_dir
+    # Assert: only the quality section changed; the plots exist and are linked
     text = markdown.read_text()
-    assert used == newest
-    assert text.count("<!-- quality:begin -->") == 1 and text.count("<!-- quality:end -->") == 1
-    # the header is the renderer's; the text after the sections is kept
-    assert "stale" not in text and text.startswith(HEADER) and text.endswith("\n\nafter\n")
-    assert "preset `full`" in text and "preset `old`" not in text
-    for name in ("loss_curves.png", "accuracy.png", "ablation_loss_curves.png"):
-        assert (newest / name).stat().st_size > 0
-        assert f"]({(newest / name).as_posix()})" in text
-
-
-def test_a_missing_section_is_appended(tmp_path):
-    _write_suite(tmp_path / "quality-20260101T000000Z", SUITE, RESULTS)
-    markdown = tmp_path / "BENCHMARKS.md"
-    markdown.write_text("# B\n\n<!-- system:begin -->\nx\n<!-- system:end -->\n")
-    render_newest_quality(tmp_path, markdown)
-    text = markdown.read_text()
-    assert text.index("<!-- system:end -->") < text.index("<!-- quality:begin -->") < text.index("<!-- quality:end -->")
-
-
-def test_methods_table_converts_units_and_marks_missing_per_client_scores():
-    text = render_quality(SUITE, RESULTS, Path("suite"))
-    deca, lora, before = _cells(text, "DECA"), _cells(text, "Dec-LoRA"), _cells(text, "before training (shared start)")
-    assert before[:3] == ["—", f"{BEFORE['avg/accuracy']:.3f}", f"{BEFORE['avg/macro_f1']:.3f}"]
-    assert deca[0] == f"{CONFIG['algorithm']['lr']:g}"
-    assert deca[1:5] == ["0.600", "0.500", "0.550 ± 0.050", "0.450 ± 0.040"]
-    assert deca[5:] == [f"{3.5 * MIB / 2**20:.1f}", f"{12.25 * MIB / 2**20:.1f}", "61.5", "0.250"]
-    assert lora[3:5] == ["—", "—"]
-    assert f"{SUITE['wall_time_s'] / 60:.1f} min" in text and "1 seed (0)" in text
-    assert "with one round every block is activated once" in text and "fixed blocks [14, 13]" in text
-    assert f"{TEST_SIZE} held-out examples" in text and "(with uncommitted changes)" in text
-
-
-def test_ablations_table_has_deltas_final_loss_and_consensus_over_measured_points():
-    text = render_quality(SUITE, RESULTS, Path("suite"))
-    reference = next(line for line in text.splitlines() if line.startswith("| DECA default ("))
-    assert "erdos_renyi graph" in reference and "2 layers per block" in reference
-    row = _cells(text, "h new-old")
-    measured = [value for value in CONSENSUS if value is not None]
-    assert row[2:4] == [f"{0.40 - 0.60:+.3f}", f"{0.30 - 0.50:+.3f}"]
-    assert row[4] == f"{sum(LOSSES[-5:]) / 5:.3f}"
-    assert row[5] == f"{sum(measured) / len(measured):.2e}"
-    assert row[6] == "0.375"
-
-
-def test_winners_come_from_the_numbers_and_absent_groups_are_skipped():
-    text = render_quality(SUITE, RESULTS, Path("suite"))
-    noise = math.sqrt(0.60 * 0.40 / TEST_SIZE)
-    h_group = _finding(text, "h sign and scale")
-    # h raw beats h unit norm (the runner-up on accuracy, though it has the higher F1) by 13 points, above 2 SE
-    assert "**h raw**" in h_group and f"{100 * (0.75 - 0.62):.1f} accuracy points ahead of h unit" in h_group
-    assert "within noise" not in h_group and 100 * (0.75 - 0.62) > 200 * noise
-    bma = _finding(text, "BMA")  # same accuracy as DECA: macro-F1 decides
-    assert "**no BMA**" in bma and "ahead on macro-F1" in bma and "2 of 3 ran" in bma
-    topology = _finding(text, "topology")
-    assert "**DECA default (erdos_renyi graph)**" in topology and "within noise" in topology
-    assert "- layers per block" not in text
-    assert f"standard error is {noise:.3f}" in text and f"2 SE = {200 * noise:.1f}" in text
-
-
-def test_exact_tie_names_no_winner():
-    results = [RESULTS[0], _result("ablation-ring", "ablations", "ring", copy.deepcopy(RESULTS[0]["metrics"]["after"]))]
-    text = render_quality(SUITE | {"runs": ["deca", "ablation-ring"]}, results, Path("suite"))
-    assert "no winner" in _finding(text, "topology")
+    assert text.startswith(HEADER) and "stale" not in text and "## Model quality (section Q)" in text
+    assert "<!-- system:begin -->\nS\n<!-- system:end -->" in text and "<!-- lab:begin -->\nL\n<!-- lab:end -->" in text
+    assert text.index("<!-- system:end -->") < text.index("<!-- quality:begin -->") < text.index("<!-- lab:begin -->")
+    for name in ("accuracy.png", "loss_curves.png", "ablation_loss_curves.png"):
+        assert (suite_dir / name).stat().st_size > 0 and f"]({(suite_dir / name).as_posix()})" in text
