@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from deca_ray.client.forward import layers_skipped_below
 from deca_ray.data.types import EncodedExample
 
 
@@ -73,7 +74,7 @@ def _score(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), _layers_skipped_below(model, states.layer):
+        with torch.inference_mode(), layers_skipped_below(model, states.layer):
             rows = [_batch(model, examples[start : start + batch_size], label_answer_ids, states, start, capture)
                     for start in range(0, len(examples), batch_size)]
     finally:
@@ -176,23 +177,6 @@ def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-@contextmanager
-def _layers_skipped_below(model: torch.nn.Module, layer: int) -> Iterator[None]:
-    """Decoder layers below ``layer`` are the identity inside (their inputs are given as states)."""
-    skipped = model.get_decoder().layers[:layer]  # type: ignore[operator]
-    for module in skipped:
-        module.forward = _identity
-    try:
-        yield
-    finally:
-        for module in skipped:
-            del module.forward  # back to the class's forward
-
-
-def _identity(hidden_states: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-    return hidden_states
 
 
 @contextmanager

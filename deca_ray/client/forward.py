@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
@@ -89,17 +89,9 @@ class FrozenPrefix:
             padded[row, : states.shape[0]] = states
         return padded
 
-    @contextmanager
-    def skipping_frozen_layers(self) -> Iterator[None]:
+    def skipping_frozen_layers(self) -> AbstractContextManager[None]:
         """Layers below ``layer`` are the identity for the forward inside (their parameters stay put)."""
-        layers = self.model.get_decoder().layers[: self.layer]  # type: ignore[operator]
-        for layer in layers:
-            layer.forward = _identity
-        try:
-            yield
-        finally:
-            for layer in layers:
-                del layer.forward  # back to the class's forward
+        return layers_skipped_below(self.model, self.layer)
 
     def _states_of(self, index: int) -> torch.Tensor:
         if index not in self._hidden:
@@ -129,6 +121,20 @@ class FrozenPrefix:
 
 class _PrefixReady(Exception):
     """Raised inside the forward once the prefix's hidden states are captured: the rest is not needed."""
+
+
+@contextmanager
+def layers_skipped_below(model: torch.nn.Module, layer: int) -> Iterator[None]:
+    """Decoder layers below ``layer`` are the identity inside (the forward is given their output as
+    ``inputs_embeds``); their parameters stay registered, so names and checkpoints do not change."""
+    skipped = model.get_decoder().layers[:layer]  # type: ignore[operator]
+    for module in skipped:
+        module.forward = _identity
+    try:
+        yield
+    finally:
+        for module in skipped:
+            del module.forward  # back to the class's forward
 
 
 def _identity(hidden_states: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
