@@ -113,7 +113,7 @@ def _train_and_evaluate(
         # Every client starts from x0, so x̄ and each client's model are the same model here.
         summary["before"] = _prefixed(group.evaluate_average(inputs.data, config.evaluation), "avg/")
         tracker.log_evaluation(summary["before"], "before", step=0)
-        _log_samples(config, inputs, tracker, {}, "before")  # x0: nothing trained yet
+        _log_samples(config, inputs, tracker, _samples(config, inputs), {}, "before")  # x0: nothing trained yet
     if resumed is None:
         tracker.log_metrics({"spectral_gap": topology.spectral_gap()}, step=0)
     # Kept exported (a timer re-sets every gauge) until training and evaluation are over.
@@ -141,11 +141,11 @@ def _train_and_evaluate(
     if config.evaluation.after_training:
         summary["after"] = _evaluate_after(group, inputs, config)
         tracker.log_evaluation(summary["after"], "after", step=driver.start_step + len(history))
+    samples = _samples(config, inputs) if config.evaluation.after_training else []
     # What differs from x0 only: the layers no block trained are rebuilt from x0, not sent to the driver.
-    final_states = list(group.trained_states().values()) if config.tracking.save_model or _samples(
-        config, inputs) else []
-    if config.evaluation.after_training and _samples(config, inputs):
-        _log_samples(config, inputs, tracker, build_method(config.algorithm).average(final_states), "after")
+    final_states = list(group.trained_states().values()) if config.tracking.save_model or samples else []
+    if samples:
+        _log_samples(config, inputs, tracker, samples, build_method(config.algorithm).average(final_states), "after")
     if config.tracking.save_model:
         summary["model_dir"] = _save_model(config, final_states, run_dir, tracker, driver.start_step + len(history))
     return RunResult(run_dir, summary, history, tracker.tracking_uri, tracker.run_id)
@@ -155,10 +155,10 @@ def _samples(config: ExperimentConfig, inputs: Inputs) -> list[EncodedExample]:
     return sample_prompts(inputs.data, config.evaluation.sample_generations)
 
 
-def _log_samples(config: ExperimentConfig, inputs: Inputs, tracker: Tracker, state: dict[str, torch.Tensor],
-                 when: str) -> None:
+def _log_samples(config: ExperimentConfig, inputs: Inputs, tracker: Tracker, examples: list[EncodedExample],
+                 state: dict[str, torch.Tensor], when: str) -> None:
     """Greedy answers of x0 (``before``) or x̄ (``after``) to the fixed held-out prompts, as an MLflow table."""
-    if examples := _samples(config, inputs):
+    if examples:
         tracker.log_table(generate_rows(config, state, inputs.tokenizer, examples, when), table_file(when))
 
 

@@ -200,7 +200,7 @@ class Tracker:
         self._safely("log the model directory", lambda: mlflow.log_artifacts(str(directory), artifact_path="model"))
 
     def log_table(self, rows: dict[str, list], artifact_file: str) -> None:
-        """Rows as an MLflow table artifact (the UI's table view); a second call appends its rows."""
+        """Rows as an MLflow table artifact (the UI's table view); log each file once (see ``samples.table_file``)."""
         if self.run_id is None:
             return
         import mlflow

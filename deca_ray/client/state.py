@@ -64,7 +64,6 @@ class ClientState:
             trained_blocks=list(meta["trained_blocks"]), sampler=meta["sampler"], rng=tensors["rng/torch"],
         )
 
-
     @classmethod
     def parse(cls, tensors: Mapping[str, torch.Tensor], meta: dict, device: torch.device, client_index: int
               ) -> ClientState:

@@ -5,9 +5,8 @@ most three) for the run's placement group. The run waits for them, bounded by
 ``runtime.placement_timeout_s``: a timeout too short for the autoscaler ends with a message saying
 so, a long enough one sees the nodes arrive and trains to the same parameters as the reference loop.
 
-``ray.cluster_utils.AutoscalingCluster`` is not used: its start and shutdown run ``ray stop --force``,
-which would stop every other Ray cluster on the machine, and the wheel lacks the example config it
-reads. The head is started the same way (``ray start --head --autoscaling-config``) by the test.
+``ray.cluster_utils.AutoscalingCluster`` is not used: its start and shutdown stop every Ray cluster on
+the machine (not only its own), and the wheel lacks the example config it reads. The head is started the same way (``ray start --head --autoscaling-config``) by the test.
 """
 
 from __future__ import annotations
