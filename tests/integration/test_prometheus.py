@@ -28,12 +28,16 @@ pytestmark = pytest.mark.integration
 DASHBOARD = Path(__file__).resolve().parents[2] / "dashboards" / "grafana" / "deca.json"
 RATE_INTERVAL = "10s"
 """What Grafana's ``$__rate_interval`` becomes here: several 1 s scrapes."""
+STEPS = 3 * 2 * 40
+"""The run's inner steps (rounds × blocks × inner steps): enough that training spans several 1 s metric
+exports even on a fast idle machine, where 48 steps once fit inside one export and the histogram
+panels' ``rate`` had no two samples to work with."""
 CONFIG = """
 name: promtest
 num_clients: 2
 model: {name: tiny-llama, tiny: {num_layers: 2, hidden_size: 32, num_heads: 4, num_kv_heads: 2, intermediate_size: 64}}
 data: {max_train_examples: 40, test_size: 10, max_tokens: 48, body_words: 20, batch_size: 2}
-algorithm: {rounds: 3, inner_steps: 8, lr: 1.0e-3, blocks: {layers_per_block: 1}}
+algorithm: {rounds: 3, inner_steps: 40, lr: 1.0e-3, blocks: {layers_per_block: 1}}
 runtime: {backend: ray, cpus_per_client: 0.25, torch_threads: 1}
 evaluation: {per_client: false}
 """
@@ -109,6 +113,18 @@ def _train(head: HeadNode, workdir: Path) -> tuple[subprocess.CompletedProcess, 
     return done, (run_dirs[0] if run_dirs else ""), started, time.time()
 
 
+def _wait_for_histograms(url: str, run: str, timeout_s: float = 30) -> None:
+    """Until the step histogram has counted every step and been scraped twice since (``rate`` needs two samples)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = time.time()
+        data = _api(url, "/api/v1/query_range", query=f'ray_deca_step_seconds_count{{run="{run}"}}',
+                    start=f"{now - 60:.3f}", end=f"{now:.3f}", step="1s")
+        if [value for _, value in _finite_points(data)].count(STEPS) >= 2:
+            return
+        time.sleep(1)
+
+
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs Debian's prometheus (apt-get install prometheus)")
 def test_every_dashboard_query_returns_data_from_a_live_run(tmp_path):
     # Prepare: a head node, and Prometheus scraping what its service discovery file lists
@@ -119,7 +135,7 @@ def test_every_dashboard_query_returns_data_from_a_live_run(tmp_path):
             # Execute: one short run, then every dashboard query over the run's time range
             done, run, started, ended = _train(head, tmp_path)
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-            time.sleep(3)  # the last samples: Ray exports every second, Prometheus scrapes every second
+            _wait_for_histograms(url, run)
             results = {}
             for expr in dashboard_queries():
                 query = expr.replace("$run", run).replace("$__rate_interval", RATE_INTERVAL)
