@@ -7,7 +7,7 @@ results are missing shows "—" and the text says what is measured.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from benchmarks.quality.plots import PLOTS, draw_quality_plots
 from benchmarks.quality.presets import ABLATIONS, METHODS, QualityPreset, preset_of
 from benchmarks.quality.suite_dir import (
     VERSION,
+    earlier_suites,
     load_suite,
     newest_suite,
     result_name,
@@ -39,17 +40,21 @@ def render_newest_quality(results_dir: Path, markdown: Path) -> Path:
         draw_quality_plots(preset_of(suite["preset"], suite["design"]), _by_file(results), suite_dir)
     else:
         report_v1.draw_quality_plots(results, suite_dir)
-    update_markdown(markdown, render_quality(suite, results, suite_dir), name="quality")
+    earlier = [load_suite(path) + (path,) for path in earlier_suites(suite_dir)]
+    update_markdown(markdown, render_quality(suite, results, suite_dir, earlier), name="quality")
     return suite_dir
 
 
-def render_quality(suite: dict[str, Any], results: list[dict[str, Any]], suite_path: Path) -> str:
+def render_quality(suite: dict[str, Any], results: list[dict[str, Any]], suite_path: Path,
+                   earlier: Sequence[tuple[dict[str, Any], list[dict[str, Any]], Path]] = ()) -> str:
+    """Section Q from one suite; ``earlier``: (suite, results, path) of the v2 suites it replaced, named once each."""
     if suite.get("version") != VERSION:
         return report_v1.render_quality(suite, results, suite_path)
     preset = preset_of(suite["preset"], suite["design"])
     by_file = _by_file(results)
     runs = run_results(preset, by_file)
-    lines = ["## Model quality (section Q)", "", *_provenance(suite, preset, by_file, runs, suite_path), ""]
+    lines = ["## Model quality (section Q)", "", *_provenance(suite, preset, by_file, runs, suite_path),
+             *(_earlier_suite(*replaced) for replaced in earlier), ""]
     lines += [*_goal_lines(preset, runs), ""]
     lines += ["Learning rates: validation accuracy (macro-F1) of x̄ at each rate of the method's grid, seed "
               f"{preset.grid_seed}; the chosen rate in bold.", "", *_grid_table(preset, by_file), ""]
@@ -103,6 +108,17 @@ def _provenance(suite: dict[str, Any], preset: QualityPreset, results: Results, 
         *_reruns(suite),
     ]
     return lines
+
+
+def _earlier_suite(suite: dict[str, Any], results: list[dict[str, Any]], path: Path) -> str:
+    """One line for a suite this one replaced: where it is and how it differed (its numbers stay in its files)."""
+    grids = "; ".join(f"{family} {', '.join(f'{lr:g}' for lr in grid)}" for family, grid in suite["design"]["grids"].items())
+    trained = [result for result in results if result["kind"] == "run"]
+    commits = sorted({_commit(result["metadata"]["git"]) for result in trained}) or [MISSING]
+    runs = f"{len(trained)} training run{'' if len(trained) == 1 else 's'}"
+    return (f"- replaces `{path.as_posix()}/` ({runs} at commit(s) {', '.join(commits)}; "
+            f"learning-rate grids {grids}): not rendered here; docs/decisions.md says what it found and why it "
+            "was replaced")
 
 
 def _setting(result: Mapping[str, Any]) -> str:

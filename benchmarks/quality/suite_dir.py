@@ -109,6 +109,13 @@ def newest_suite(results_dir: Path) -> Path:
     return suites[-1]
 
 
+def earlier_suites(suite_dir: Path) -> list[Path]:
+    """The v2 suites beside ``suite_dir`` begun before it, oldest first (a newer design replaced them)."""
+    siblings = sorted(path.parent for path in suite_dir.parent.glob(f"quality-*/{SUITE_FILE}"))
+    return [path for path in siblings
+            if path.name < suite_dir.name and json.loads((path / SUITE_FILE).read_text()).get("version") == VERSION]
+
+
 def suite_wall_time_s(suite: dict[str, Any]) -> float:
     """Wall time of every session that measured into the suite (a v1 suite records one number)."""
     if "wall_time_s" in suite:

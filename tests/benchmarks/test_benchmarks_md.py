@@ -17,6 +17,7 @@ from benchmarks.lab.report import render_lab
 from benchmarks.markdown import HEADER
 from benchmarks.quality.report import render_quality
 from benchmarks.quality.run import SUITE_FILE, load_suite, newest_suite
+from benchmarks.quality.suite_dir import earlier_suites
 from benchmarks.results import newest_result
 from benchmarks.step.report import render_step
 from benchmarks.system.crossnode_report import render_crossnode
@@ -38,7 +39,8 @@ def _render_result(kind: str, render: Callable[[dict[str, Any], Path], str]) -> 
 
 def _render_quality() -> str:
     suite_dir = newest_suite(RESULTS)
-    return render_quality(*load_suite(suite_dir), suite_dir.relative_to(ROOT))
+    earlier = [(*load_suite(path), path.relative_to(ROOT)) for path in earlier_suites(suite_dir)]
+    return render_quality(*load_suite(suite_dir), suite_dir.relative_to(ROOT), earlier)
 
 
 EXPECTED: dict[str, Callable[[], str]] = {"gpu": partial(_render_result, "gpu", render_gpu),

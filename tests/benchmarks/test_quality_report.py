@@ -154,3 +154,31 @@ def test_newest_v2_suite_is_plotted_and_replaces_only_the_quality_section(tmp_pa
     assert text.index("<!-- system:end -->") < text.index("<!-- quality:begin -->") < text.index("<!-- lab:begin -->")
     for name in ("accuracy.png", "loss_curves.png", "ablation_loss_curves.png"):
         assert (suite_dir / name).stat().st_size > 0 and f"]({(suite_dir / name).as_posix()})" in text
+
+
+def test_a_suite_replaced_by_a_newer_one_is_named_with_its_grids_not_rendered(tmp_path):
+    # Prepare: an older v2 suite with lower grids (one DECA run), a v1 suite older still, the newest v2 suite
+    results_dir = tmp_path / "results"
+    older_design = QUICK.design() | {"grids": {"adam": [1e-5, 3e-5, 1e-4]}}
+    suites = {"quality-20260101T000000Z": ({"version": 1, "runs": []}, []),
+              "quality-20260601T000000Z": (SUITE | {"design": older_design},
+                                           [_result("deca", "methods", 0, 1e-4, WRONG, validation=0.2)]),
+              "quality-20270101T000000Z": (SUITE, _suite(without_bma=RIGHT, rival=WRONG))}
+    for name, (suite, results) in suites.items():
+        (results_dir / name).mkdir(parents=True)
+        (results_dir / name / SUITE_FILE).write_text(json.dumps(suite))
+        for result in results:
+            file = x0_name(result["seed"]) if result["kind"] == "x0" else result_name(result["run"], result["seed"],
+                                                                                       result["lr"])
+            (results_dir / name / file).write_text(json.dumps(result))
+    markdown = tmp_path / "BENCHMARKS.md"
+    markdown.write_text("# B\n\n<!-- quality:begin -->\n<!-- quality:end -->\n")
+    # Execute
+    render_newest_quality(results_dir, markdown)
+    # Assert: the older v2 suite is named once, with its grids and size; its numbers are not in the tables
+    text = markdown.read_text()
+    replaced = [line for line in text.splitlines() if line.startswith("- replaces ")]
+    assert replaced == [f"- replaces `{(results_dir / 'quality-20260601T000000Z').as_posix()}/` (1 training run at "
+                        "commit(s) `abc123`; learning-rate grids adam 1e-05, 3e-05, 0.0001): not rendered here; "
+                        "docs/decisions.md says what it found and why it was replaced"]
+    assert "0.0001" not in text.replace(replaced[0], "")
