@@ -85,7 +85,7 @@ def _provenance(suite: dict[str, Any], preset: QualityPreset, results: Results, 
     commits = sorted({_commit(result["metadata"]["git"]) for result in trained}) or [MISSING]
     dates = sorted(result["metadata"]["date_utc"] for result in trained) or [meta["date_utc"]]
     reference = next((result for result in runs[preset.reference].per_seed.values()), None)
-    grids = "; ".join(f"{family} {', '.join(f'{lr:g}' for lr in grid)}" for family, grid in preset.grids.items())
+    grids = _grids(preset.grids)
     lines = [
         f"- suite: `{suite_path.as_posix()}/` (one JSON per (run, seed, lr), x0 per seed, `suite.json`); preset "
         f"`{suite['preset']}`; {len(trained)} training runs measured at commit(s) {', '.join(commits)}, "
@@ -105,14 +105,24 @@ def _provenance(suite: dict[str, Any], preset: QualityPreset, results: Results, 
         f"- learning-rate grids: {grids}; ablations run at DECA's chosen rate, not re-tuned (a variant whose best "
         f"rate differs is at a disadvantage); seeds {', '.join(map(str, preset.seeds))} (partition, graph, batches, "
         "adapter initialisation)",
+        *_grid_extensions(suite),
         *_reruns(suite),
     ]
     return lines
 
 
+def _grids(by_family: Mapping[str, Sequence[float]]) -> str:
+    return "; ".join(f"{family} {', '.join(f'{lr:g}' for lr in grid)}" for family, grid in by_family.items())
+
+
+def _grid_extensions(suite: dict[str, Any]) -> list[str]:
+    return [f"- grids extended {extension['date_utc']}, from {_grids(extension['from'])}: the rates measured before "
+            "stay, and each method's rate is chosen over its whole grid" for extension in suite.get("grid_extensions", [])]
+
+
 def _earlier_suite(suite: dict[str, Any], results: list[dict[str, Any]], path: Path) -> str:
     """One line for a suite this one replaced: where it is and how it differed (its numbers stay in its files)."""
-    grids = "; ".join(f"{family} {', '.join(f'{lr:g}' for lr in grid)}" for family, grid in suite["design"]["grids"].items())
+    grids = _grids(suite["design"]["grids"])
     trained = [result for result in results if result["kind"] == "run"]
     commits = sorted({_commit(result["metadata"]["git"]) for result in trained}) or [MISSING]
     runs = f"{len(trained)} training run{'' if len(trained) == 1 else 's'}"

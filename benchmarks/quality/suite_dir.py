@@ -62,12 +62,21 @@ def open_suite(suite_dir: Path, preset: str, design: dict[str, Any]) -> dict[str
                           f"v{VERSION} layout; start a new suite (leave out --into)")
     if suite["preset"] != preset:
         raise ConfigError(f"--into {suite_dir} holds preset {suite['preset']!r}, not {preset!r}")
-    changed = sorted(key for key in design if key != "runs" and suite["design"].get(key) != design[key])
-    if changed:
-        raise ConfigError(f"--into {suite_dir}: the preset's {', '.join(changed)} changed since the suite began, so "
-                          "its results would not compare; start a new suite (leave out --into)")
-    suite["design"] = design  # the current runs: a run added to the preset joins the suite
+    changed = sorted(key for key in design if key not in ("runs", "grids") and suite["design"].get(key) != design[key])
+    if changed or not _grids_kept(suite["design"]["grids"], design["grids"]):
+        raise ConfigError(f"--into {suite_dir}: the preset's {', '.join(changed or ['grids'])} changed since the suite "
+                          "began, so its results would not compare; start a new suite (leave out --into)")
+    if suite["design"]["grids"] != design["grids"]:  # rates added: the measured ones still compare
+        suite.setdefault("grid_extensions", []).append({
+            "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "from": suite["design"]["grids"],
+            "to": design["grids"]})
+    suite["design"] = design  # the current runs and rates: a run or a rate added to the preset joins the suite
     return suite
+
+
+def _grids_kept(before: dict[str, list[float]], after: dict[str, list[float]]) -> bool:
+    """Whether ``after`` has the same families as ``before``, each still holding every rate it had."""
+    return before.keys() == after.keys() and all(set(before[family]) <= set(after[family]) for family in before)
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

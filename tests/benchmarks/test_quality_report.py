@@ -182,3 +182,11 @@ def test_a_suite_replaced_by_a_newer_one_is_named_with_its_grids_not_rendered(tm
                         "commit(s) `abc123`; learning-rate grids adam 1e-05, 3e-05, 0.0001): not rendered here; "
                         "docs/decisions.md says what it found and why it was replaced"]
     assert "0.0001" not in text.replace(replaced[0], "")
+
+
+def test_a_grid_extension_is_stated_with_the_grids_before_it():
+    extended = SUITE | {"grid_extensions": [{"date_utc": "2026-06-01T00:00:00Z", "from": {"adam": [1e-3]},
+                                             "to": {"adam": [1e-3, 1e-2]}}]}
+    text = render_quality(extended, _suite(without_bma=RIGHT, rival=WRONG), Path("suite"))
+    assert ("- grids extended 2026-06-01T00:00:00Z, from adam 0.001: the rates measured before stay, and each "
+            "method's rate is chosen over its whole grid") in text.splitlines()

@@ -7,6 +7,7 @@ runs the quick preset for real, end to end into a temporary directory, and rende
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,25 @@ def test_a_suite_of_another_preset_or_design_is_refused(tmp_path, fake_jobs):
         _run(tmp_path, into=suite_dir)
     with pytest.raises(ConfigError, match="holds preset 'quick', not 'full'"):
         quality_run.run_quality_benchmark(FULL, tmp_path, output_dir=tmp_path / "runs", into=suite_dir)
+
+
+def test_a_grid_may_grow_into_a_suite_but_not_lose_a_rate(tmp_path, fake_jobs):
+    # Prepare: DECA's grid measured, then every family gains a higher rate (grids stay the same size)
+    suite_dir = _run(tmp_path, phases=["grid"], only=["deca"])
+    family = QUICK.run("deca").family
+    grown = replace(QUICK, grids={name: (*grid, 1e-1) for name, grid in QUICK.grids.items()})
+    # Execute: continue the suite with the grown grid
+    quality_run.run_quality_benchmark(grown, tmp_path / "results", output_dir=tmp_path / "runs", into=suite_dir,
+                                      phases=["grid"], only=["deca"])
+    # Assert: only the new rate was measured; the extension is recorded
+    assert [job.lr for job in fake_jobs if job.run.name == "deca"] == [*QUICK.grids[family], 1e-1]
+    suite = json.loads((suite_dir / SUITE_FILE).read_text())
+    assert suite["design"]["grids"][family] == list(grown.grids[family])
+    assert [extension["to"][family] for extension in suite["grid_extensions"]] == [list(grown.grids[family])]
+    # a grid that lost a rate is refused: the choice would differ for reasons other than what was measured
+    shrunk = replace(QUICK, grids={name: grid[1:] for name, grid in grown.grids.items()})
+    with pytest.raises(ConfigError, match="grids changed since the suite began"):
+        quality_run.run_quality_benchmark(shrunk, tmp_path / "results", output_dir=tmp_path / "runs", into=suite_dir)
 
 
 def test_the_command_line_names_unknown_runs_and_a_rerun_without_its_suite(capsys):
