@@ -178,18 +178,18 @@ def _grid_table(preset: QualityPreset, results: Results) -> list[str]:
 
 def _methods_table(preset: QualityPreset, results: Results, runs: dict[str, RunResults]) -> list[str]:
     lines = ["| method | lr | seeds | accuracy (x̄) | macro-F1 (x̄) | accuracy (clients) | macro-F1 (clients) "
-             "| MiB sent per client | tensor MiB per client | training s per run | scoring s per run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| final training loss | MiB sent per client | tensor MiB per client | training s per run | scoring s per run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     before = [results[x0_name(seed)]["scores"]["average"]["test"] for seed in preset.seeds if x0_name(seed) in results]
     if before:
         cells = [_spread(Estimate.of([score[key] for score in before])) for key in ("accuracy", "macro_f1")]
         lines.append(f"| before training (x0, shared start) | {MISSING} | {len(before)} | {' | '.join(cells)} | "
-                     + " | ".join([MISSING] * 6) + " |")
+                     + " | ".join([MISSING] * 7) + " |")
     for summary in runs.values():
         if summary.run.table == METHODS:
             cells = [_spread(summary.estimate(key)) for key in
                      ("accuracy", "macro_f1", "clients_accuracy", "clients_macro_f1")]
-            cells += [_scaled(summary.estimate("bytes_sent"), MIB, 1), _scaled(summary.estimate("tensor_bytes"), MIB, 1),
+            cells += [_scaled(summary.estimate("final_loss"), 1, 3), _scaled(summary.estimate("bytes_sent"), MIB, 1), _scaled(summary.estimate("tensor_bytes"), MIB, 1),
                       _scaled(summary.estimate("train_s"), 1, 0), _scaled(summary.estimate("score_s"), 1, 0)]
             lines.append(f"| {summary.run.label} | {_lr(summary)} | {len(summary.per_seed)} | {' | '.join(cells)} |")
     return lines

@@ -91,9 +91,9 @@ def test_grid_methods_and_paired_differences_come_from_the_files():
     # the grid: validation accuracy per rate, the chosen one in bold
     assert _row(text, GRID, "DECA") == ["0.001: 0.400 (0.100) · **0.01: 0.800 (0.100)**", "0.01"]
     assert _row(text, GRID, "DeCAF") == ["**0.001: 0.600 (0.100)** · 0.01: 0.500 (0.100)", "0.001"]
-    # the methods at their chosen rate: mean ± std over seeds, client means, MiB, seconds
+    # the methods at their chosen rate: mean ± std over seeds, client means, final loss (its 4 steps' mean), MiB, seconds
     assert _row(text, METHODS, "DECA") == ["0.01", "2", "1.000 ± 0.000", "0.500 ± 0.000", "1.000 ± 0.000",
-                                           "0.500 ± 0.000", "2.0", "8.0", "12", "3"]
+                                           "0.500 ± 0.000", "1.625", "2.0", "8.0", "12", "3"]
     assert _row(text, METHODS, "DeCAF")[4] == "0.500 ± 0.000"  # clients: one wrong, one right on its 5
     assert _row(text, METHODS, "before training (x0, shared start)")[:3] == ["—", "2", "0.200 ± 0.000"]
     # other − DECA, paired: DeCAF wrong everywhere DECA is right → −1 exactly; w/o BMA identical → 0 exactly
