@@ -90,7 +90,9 @@ def served_run(mlflow_server, tmp_path_factory, tokenizer):
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MLFLOW_TRACKING_URI", mlflow_server)
         env.setenv("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
-        env.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+        # MLflow logs system metrics only after a full sampling interval of a RUNNING run: this tiny run can
+        # end within a second on an idle machine (CI did), so sample every 0.1 s
+        env.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")
         env.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
         result = run_experiment(config_from_dict(_config(tmp_path_factory.mktemp("runs"))))
     return mlflow_server, result
