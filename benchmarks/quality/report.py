@@ -82,7 +82,7 @@ def _provenance(suite: dict[str, Any], preset: QualityPreset, results: Results, 
     meta = suite["metadata"]
     machine = meta["machine"]
     trained = [result for result in results.values() if result["kind"] == "run"]
-    commits = sorted({_commit(result["metadata"]["git"]) for result in trained}) or [MISSING]
+    commits = _commits(trained)
     dates = sorted(result["metadata"]["date_utc"] for result in trained) or [meta["date_utc"]]
     reference = next((result for result in runs[preset.reference].per_seed.values()), None)
     grids = _grids(preset.grids)
@@ -124,9 +124,8 @@ def _earlier_suite(suite: dict[str, Any], results: list[dict[str, Any]], path: P
     """One line for a suite this one replaced: where it is and how it differed (its numbers stay in its files)."""
     grids = _grids(suite["design"]["grids"])
     trained = [result for result in results if result["kind"] == "run"]
-    commits = sorted({_commit(result["metadata"]["git"]) for result in trained}) or [MISSING]
     runs = f"{len(trained)} training run{'' if len(trained) == 1 else 's'}"
-    return (f"- replaces `{path.as_posix()}/` ({runs} at commit(s) {', '.join(commits)}; "
+    return (f"- replaces `{path.as_posix()}/` ({runs} at commit(s) {', '.join(_commits(trained))}; "
             f"learning-rate grids {grids}): not rendered here; docs/decisions.md says what it found and why it "
             "was replaced")
 
@@ -189,7 +188,8 @@ def _methods_table(preset: QualityPreset, results: Results, runs: dict[str, RunR
         if summary.run.table == METHODS:
             cells = [_spread(summary.estimate(key)) for key in
                      ("accuracy", "macro_f1", "clients_accuracy", "clients_macro_f1")]
-            cells += [_scaled(summary.estimate("final_loss"), 1, 3), _scaled(summary.estimate("bytes_sent"), MIB, 1), _scaled(summary.estimate("tensor_bytes"), MIB, 1),
+            cells += [_scaled(summary.estimate("final_loss"), 1, 3),
+                      _scaled(summary.estimate("bytes_sent"), MIB, 1), _scaled(summary.estimate("tensor_bytes"), MIB, 1),
                       _scaled(summary.estimate("train_s"), 1, 0), _scaled(summary.estimate("score_s"), 1, 0)]
             lines.append(f"| {summary.run.label} | {_lr(summary)} | {len(summary.per_seed)} | {' | '.join(cells)} |")
     return lines
@@ -225,6 +225,11 @@ def _changes(summary: RunResults, reference: RunResults) -> str:
 def _reruns(suite: dict[str, Any]) -> list[str]:
     return [f"- re-measured: `{rerun['file']}` at commit `{rerun['commit']}` on {rerun['date_utc']}; the result it "
             f"replaced is `superseded/{rerun['superseded']}`" for rerun in suite.get("reruns", [])]
+
+
+def _commits(trained: list[dict[str, Any]]) -> list[str]:
+    """The commits the training runs were measured at, each once."""
+    return sorted({_commit(result["metadata"]["git"]) for result in trained}) or [MISSING]
 
 
 def _duration(seconds: float) -> str:

@@ -6,7 +6,8 @@ most three) for the run's placement group. The run waits for them, bounded by
 so, a long enough one sees the nodes arrive and trains to the same parameters as the reference loop.
 
 ``ray.cluster_utils.AutoscalingCluster`` is not used: its start and shutdown stop every Ray cluster on
-the machine (not only its own), and the wheel lacks the example config it reads. The head is started the same way (``ray start --head --autoscaling-config``) by the test.
+the machine (not only its own), and the wheel lacks the example config it reads. The test starts the
+head the same way itself (``ray start --head --autoscaling-config``).
 """
 
 from __future__ import annotations
