@@ -68,9 +68,13 @@ def _add_system(commands: argparse._SubParsersAction) -> None:
 def _add_quality(commands: argparse._SubParsersAction) -> None:
     quality = commands.add_parser("quality", help="every method and ablation on non-IID BBC, lr grids and seeds "
                                                   "(section Q)")
-    quality.add_argument("--quick", action="store_true",
-                         help="tiny model, few steps, in-process clients: the whole pipeline (development and tests; "
-                              "about a minute)")
+    preset = quality.add_mutually_exclusive_group()
+    preset.add_argument("--quick", action="store_true",
+                        help="tiny model, few steps, in-process clients: the whole pipeline (development and tests; "
+                             "about a minute)")
+    preset.add_argument("--confirm", action="store_true",
+                        help="the goal's comparisons again on fresh seeds at the rates section Q chose (section "
+                             "Q-confirm; a confirm-* suite)")
     quality.add_argument("--phase", action="append", default=[], choices=("grid", "seeds", "ablations"),
                          help="measure only this phase (repeatable; default all, in order): grid = every method on "
                               "its lr grid at seed 0; seeds = the methods' other seeds at the chosen lr; ablations = "
@@ -85,7 +89,8 @@ def _add_quality(commands: argparse._SubParsersAction) -> None:
     _add_outputs(quality)
     quality.add_argument("--no-render", action="store_true", help="write the JSON files only")
     quality.add_argument("--render-only", action="store_true",
-                         help="run nothing: render the newest quality suite of --results-dir into --markdown")
+                         help="run nothing: render the newest suite of the preset's kind (quality-* or confirm-*) "
+                              "of --results-dir into --markdown")
     quality.set_defaults(handler=_quality)
 
 
@@ -187,9 +192,9 @@ def _cross_node(args: argparse.Namespace) -> int:
 
 
 def _quality(args: argparse.Namespace) -> int:
-    from benchmarks.quality.presets import FULL, PHASES, QUICK
+    from benchmarks.quality.presets import CONFIRM, FULL, PHASES, QUICK
 
-    preset = QUICK if args.quick else FULL
+    preset = QUICK if args.quick else CONFIRM if args.confirm else FULL
     unknown = sorted(set(args.only) - {run.name for run in preset.runs})
     if unknown:
         raise ConfigError(f"--only {unknown}: no such run; the {preset.name} preset has "
@@ -205,7 +210,7 @@ def _quality(args: argparse.Namespace) -> int:
     if not args.no_render:
         from benchmarks.quality.report import render_newest_quality
 
-        used = render_newest_quality(args.results_dir, args.markdown)
+        used = render_newest_quality(args.results_dir, args.markdown, preset.kind)
         print(f"rendered {used} into {args.markdown}")
     return 0
 

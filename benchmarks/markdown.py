@@ -13,8 +13,9 @@ Numbers below are written by the project's own benchmark commands from the resul
 under `benchmarks/results/` (one JSON per run, with commit, date and machine); do not edit
 them by hand. Regenerate with `python -m benchmarks system` (section S), `python -m benchmarks
 step` (the step profile), `python -m benchmarks system --cross-node` (exchange across nodes),
-`python -m benchmarks lab` (the algorithm lab), `python -m benchmarks quality` (section Q) and
-`python -m benchmarks gpu-report` (section G); see the design's BENCHMARK.md.
+`python -m benchmarks lab` (the algorithm lab), `python -m benchmarks quality` (section Q),
+`python -m benchmarks quality --confirm` (section Q-confirm) and `python -m benchmarks gpu-report`
+(section G); see the design's BENCHMARK.md.
 """
 """Rendered on every update, so the commands it names are always the current ones."""
 

@@ -4,9 +4,11 @@ Every run is the base config plus a few overrides, on every seed of the preset. 
 the same schedule (T = 2 rounds over the top four layers of SmolLM2, one layer per block, R = 5:
 40 local steps per client), so each client takes the same number of gradient steps whatever the
 method. Each method's learning rate is chosen on the validation split at the grid seed from a
-grid of three rates of its family; the ablations are DECA variants at DECA's chosen rate. The
-reference DECA is the library's defaults: its runs set no DECA option, and each ablation sets
-only the options it is about.
+grid of four rates of its family; the ablations are DECA variants at DECA's chosen rate. The
+reference DECA is the library's defaults as they were when FULL measured it (h = x_k − x_new, unit
+norm; pinned since the defaults changed), and each ablation sets only the options it is about.
+``CONFIRM`` (``--confirm``, BENCHMARKS.md section Q-confirm) measures the goal's comparisons again
+on fresh seeds at the rates FULL chose, with the defaults FULL's ablations pointed to.
 
 Estimated wall time of ``FULL`` on this project's 2-core machine (other work sharing the cores):
 **≈ 6.5 h**, from the v1 suite's median step (4.3 s for 8 clients, Ray, full logits) scaled by the
@@ -82,6 +84,9 @@ class QualityPreset:
     run trains. A model that trains below it is refused."""
     reference: str = "deca"
     bootstrap_replicates: int = 2000
+    kind: str = "quality"
+    """Its suites are ``<kind>-<time>/`` and render into BENCHMARKS.md's ``<kind>`` section: a confirmation on
+    fresh seeds (``confirm``) keeps the suite that chose its rates rendered beside it."""
 
     def __post_init__(self) -> None:
         sizes = {len(grid) for grid in self.grids.values()}
@@ -106,7 +111,7 @@ class QualityPreset:
         return {"grids": {family: list(grid) for family, grid in self.grids.items()}, "seeds": list(self.seeds),
                 "grid_seed": self.grid_seed, "validation_size": self.validation_size, "test_size": self.test_size,
                 "client_examples": self.client_examples, "score_from_layer": self.score_from_layer,
-                "reference": self.reference, "bootstrap_replicates": self.bootstrap_replicates,
+                "reference": self.reference, "bootstrap_replicates": self.bootstrap_replicates, "kind": self.kind,
                 "runs": [{"name": run.name, "table": run.table, "label": run.label, "family": run.family}
                          for run in self.runs]}
 
@@ -119,7 +124,8 @@ def preset_of(name: str, design: dict[str, Any]) -> QualityPreset:
         grids={family: tuple(grid) for family, grid in design["grids"].items()}, seeds=tuple(design["seeds"]),
         grid_seed=design["grid_seed"], validation_size=design["validation_size"],
         client_examples=design["client_examples"], score_from_layer=design["score_from_layer"],
-        reference=design["reference"], bootstrap_replicates=design["bootstrap_replicates"])
+        reference=design["reference"], bootstrap_replicates=design["bootstrap_replicates"],
+        kind=design.get("kind", "quality"))
 
 
 def _method(name: str, label: str, family: str, **overrides: Any) -> QualityRun:
@@ -138,9 +144,14 @@ _TOP_FOUR = [29, 28, 27, 26]
 """SmolLM2's 30 layers, one per block: the top four, top down (the v1 suite's order; BAdam's default is descending)."""
 
 
+_TUNED_DEFAULTS = {"h_signal": "update", "h_scale": "unit_norm"}
+"""DECA's defaults when the FULL suite measured its reference (h = x_k − x_new, unit norm); pinned so the
+preset keeps meaning what its suite measured. The defaults changed after it (docs/decisions.md)."""
+
+
 def _methods(centralised_batch: int) -> tuple[QualityRun, ...]:
     return (
-        _method("deca", "DECA (library defaults)", "adam"),
+        _method("deca", "DECA (library defaults)", "adam", algorithm=_TUNED_DEFAULTS),
         _method("dec_lora", "Dec-LoRA", "adapter"),
         _method("decaf", "DeCAF", "adapter"),
         _method("dec_adapter", "Dec-Adapter", "adapter"),
@@ -192,6 +203,30 @@ FULL = QualityPreset(
           *_ablations([26, 27, 28, 29], {"layers_per_block": 2, "fixed_order": [14, 13]}, 10)),
     grids={"adam": ADAM_GRID, "adapter": ADAPTER_GRID, "sgd": SGD_GRID},
 )
+
+CONFIRMED_RATES = {"deca": 3e-3, "dec_lora": 1e-2, "decaf": 3e-2, "dec_adapter": 3e-2}
+"""The rates the FULL suite (benchmarks/results/quality-20261206T122014Z) chose on validation at seed 0."""
+
+CONFIRM = QualityPreset(
+    name="confirm",
+    kind="confirm",
+    base=FULL.base,
+    runs=(
+        _method("deca", "DECA (library defaults: h = x½ − x_new, gradient units)", "deca"),
+        _method("dec_lora", "Dec-LoRA", "dec_lora"),
+        _method("decaf", "DeCAF", "decaf"),
+        _method("dec_adapter", "Dec-Adapter", "dec_adapter"),
+        _ablation("without_bma", "w/o BMA (β1 = β2 = 1)", algorithm={"variant": "without_bma"}),
+        _ablation("h_update_unit_norm", "h = x_k − x_new, unit norm (the defaults section Q measured)",
+                  algorithm=_TUNED_DEFAULTS),
+    ),
+    grids={name: (lr,) for name, lr in CONFIRMED_RATES.items()},
+    seeds=(3, 4, 5),
+    grid_seed=3,
+)
+"""The goal's comparisons again on seeds no choice has seen, at the FULL suite's chosen rates (one rate per
+method, so nothing is chosen here): DECA with the defaults that suite pointed to, its w/o-BMA ablation and the
+old defaults, against the three PEFT baselines. 18 runs, ≈ 1.2 h here plus x0 once per new seed (≈ 10 min each)."""
 
 QUICK = QualityPreset(
     name="quick",

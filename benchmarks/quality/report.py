@@ -30,18 +30,24 @@ from benchmarks.statistics import Estimate, Interval
 
 MIB = 2**20
 MISSING = "—"
+TITLES = {"quality": "## Model quality (section Q)",
+          "confirm": "## Model quality, confirmed on fresh seeds (section Q-confirm)"}
+CONFIRMATION = ("- a confirmation: every method at the one rate section Q's suite chose for it on validation at seed 0 "
+                "(nothing is chosen here), on seeds no choice has seen; DECA with the defaults that suite's ablations "
+                "pointed to, so its numbers there were selected and these are not")
 
 
-def render_newest_quality(results_dir: Path, markdown: Path) -> Path:
-    """Plot and render the newest ``quality-*/`` suite of ``results_dir`` into ``markdown``; returns the suite used."""
-    suite_dir = newest_suite(results_dir)
+def render_newest_quality(results_dir: Path, markdown: Path, kind: str = "quality") -> Path:
+    """Plot and render the newest ``<kind>-*/`` suite of ``results_dir`` into ``markdown``'s ``<kind>`` section;
+    returns the suite used."""
+    suite_dir = newest_suite(results_dir, kind)
     suite, results = load_suite(suite_dir)
     if suite.get("version") == VERSION:
         draw_quality_plots(preset_of(suite["preset"], suite["design"]), _by_file(results), suite_dir)
     else:
         report_v1.draw_quality_plots(results, suite_dir)
     earlier = [load_suite(path) + (path,) for path in earlier_suites(suite_dir)]
-    update_markdown(markdown, render_quality(suite, results, suite_dir, earlier), name="quality")
+    update_markdown(markdown, render_quality(suite, results, suite_dir, earlier), name=kind)
     return suite_dir
 
 
@@ -53,7 +59,7 @@ def render_quality(suite: dict[str, Any], results: list[dict[str, Any]], suite_p
     preset = preset_of(suite["preset"], suite["design"])
     by_file = _by_file(results)
     runs = run_results(preset, by_file)
-    lines = ["## Model quality (section Q)", "", *_provenance(suite, preset, by_file, runs, suite_path),
+    lines = [TITLES[preset.kind], "", *_provenance(suite, preset, by_file, runs, suite_path),
              *(_earlier_suite(*replaced) for replaced in earlier), ""]
     lines += [*_goal_lines(preset, runs), ""]
     lines += ["Learning rates: validation accuracy (macro-F1) of x̄ at each rate of the method's grid, seed "
@@ -107,6 +113,7 @@ def _provenance(suite: dict[str, Any], preset: QualityPreset, results: Results, 
         "adapter initialisation)",
         *_grid_extensions(suite),
         *_reruns(suite),
+        *([CONFIRMATION] if preset.kind == "confirm" else []),
     ]
     return lines
 

@@ -36,15 +36,15 @@ def x0_name(seed: int) -> str:
 
 
 def new_suite(results_dir: Path, preset: str, design: dict[str, Any]) -> Path:
-    """A fresh ``quality-<time>/`` holding only its ``suite.json``."""
-    stamp = datetime.now(timezone.utc).strftime(_STAMP)
-    path = results_dir / f"quality-{stamp}"
+    """A fresh ``<kind>-<time>/`` (``quality`` or ``confirm``) holding only its ``suite.json``."""
+    stamp, kind = datetime.now(timezone.utc).strftime(_STAMP), design["kind"]
+    path = results_dir / f"{kind}-{stamp}"
     for again in range(1, 100):  # two suites started in one second: the later one sorts after
         try:
             path.mkdir(parents=True, exist_ok=False)
             break
         except FileExistsError:
-            path = results_dir / f"quality-{stamp}-{again}"
+            path = results_dir / f"{kind}-{stamp}-{again}"
     write_json(path / SUITE_FILE, {"version": VERSION, "preset": preset, "design": design, "metadata": metadata(),
                                    "sessions": [], "reruns": []})
     return path
@@ -55,8 +55,9 @@ def open_suite(suite_dir: Path, preset: str, design: dict[str, Any]) -> dict[str
     ConfigError for anything else."""
     path = suite_dir / SUITE_FILE
     if not path.is_file():
-        raise ConfigError(f"--into {suite_dir}: no {SUITE_FILE} there; pass a quality-* suite directory")
+        raise ConfigError(f"--into {suite_dir}: no {SUITE_FILE} there; pass a quality-* or confirm-* suite directory")
     suite = json.loads(path.read_text())
+    suite.get("design", {}).setdefault("kind", "quality")  # suites begun before confirmations had kinds
     if suite.get("version") != VERSION:
         raise ConfigError(f"--into {suite_dir} is a suite of version {suite.get('version', 1)}, written before the "
                           f"v{VERSION} layout; start a new suite (leave out --into)")
@@ -111,16 +112,19 @@ def load_suite(suite_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return suite, [json.loads((suite_dir / f"{name}.json").read_text()) for name in suite["runs"]]
 
 
-def newest_suite(results_dir: Path) -> Path:
-    suites = sorted(path.parent for path in results_dir.glob(f"quality-*/{SUITE_FILE}"))
+def newest_suite(results_dir: Path, kind: str = "quality") -> Path:
+    """The newest ``<kind>-*/`` suite of ``results_dir``."""
+    suites = sorted(path.parent for path in results_dir.glob(f"{kind}-*/{SUITE_FILE}"))
     if not suites:
-        raise NoResultError(f"no quality-*/{SUITE_FILE} in {results_dir}; run `python -m benchmarks quality` first")
+        flag = "" if kind == "quality" else f" --{kind}"
+        raise NoResultError(f"no {kind}-*/{SUITE_FILE} in {results_dir}; run `python -m benchmarks quality{flag}` first")
     return suites[-1]
 
 
 def earlier_suites(suite_dir: Path) -> list[Path]:
-    """The v2 suites beside ``suite_dir`` begun before it, oldest first (a newer design replaced them)."""
-    siblings = sorted(path.parent for path in suite_dir.parent.glob(f"quality-*/{SUITE_FILE}"))
+    """The v2 suites of its kind beside ``suite_dir`` begun before it, oldest first (a newer design replaced them)."""
+    kind = suite_dir.name.split("-", 1)[0]
+    siblings = sorted(path.parent for path in suite_dir.parent.glob(f"{kind}-*/{SUITE_FILE}"))
     return [path for path in siblings
             if path.name < suite_dir.name and json.loads((path / SUITE_FILE).read_text()).get("version") == VERSION]
 

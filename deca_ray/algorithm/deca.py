@@ -32,9 +32,9 @@ class DecaHyperParams:
     bma_beta1: float = 0.9  # β1
     bma_beta2: float = 0.999  # β2
     variant: str = "full"
-    h_signal: str = "update"
+    h_signal: str = "consensus_gap"
     h_sign: str = "old_minus_new"
-    h_scale: str = "unit_norm"
+    h_scale: str = "gradient_units"
 
     def __post_init__(self) -> None:
         for value, allowed, name in (

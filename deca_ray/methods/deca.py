@@ -29,13 +29,14 @@ class DecaOptions(BlockWiseOptions):
     bma_beta2: float = Field(0.999, ge=0, le=1)
     """β2."""
     variant: Variant = "full"
-    h_signal: HSignal = "update"
-    """What h measures: ``update`` = x_k − x_new (the whole move of the inner step), or
-    ``consensus_gap`` = x½ − x_new (local minus aggregated block: the consensus pull alone)."""
+    h_signal: HSignal = "consensus_gap"
+    """What h measures: ``consensus_gap`` = x½ − x_new (local minus aggregated block: the consensus pull
+    alone), or ``update`` = x_k − x_new (the whole move of the inner step). The default is the reading
+    that measured best at tuned rates (BENCHMARKS.md sections Q and Q-confirm; docs/decisions.md)."""
     h_sign: HSign = "old_minus_new"
-    h_scale: HScale = "unit_norm"
-    """Scale of h: ``unit_norm`` measured best for ``update`` (BENCHMARKS.md section Q); ``lr`` ÷γ; ``raw``;
-    ``gradient_units`` ·(√v̂′ + ε)/γ; ``relative_to_step`` ÷‖x_k − x½‖."""
+    h_scale: HScale = "gradient_units"
+    """Scale of h: ``gradient_units`` ·(√v̂′ + ε)/γ, h in the units of Adam's first moment (the default);
+    ``unit_norm`` one unit over the block; ``lr`` ÷γ; ``raw``; ``relative_to_step`` ÷‖x_k − x½‖."""
 
 
 class LocalBlockAdamOptions(BlockWiseOptions):
