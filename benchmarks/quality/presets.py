@@ -151,7 +151,7 @@ preset keeps meaning what its suite measured. The defaults changed after it (doc
 
 def _methods(centralised_batch: int) -> tuple[QualityRun, ...]:
     return (
-        _method("deca", "DECA (library defaults)", "adam", algorithm=_TUNED_DEFAULTS),
+        _method("deca", "DECA (the defaults then: h = x_k − x_new, unit norm)", "adam", algorithm=_TUNED_DEFAULTS),
         _method("dec_lora", "Dec-LoRA", "adapter"),
         _method("decaf", "DeCAF", "adapter"),
         _method("dec_adapter", "Dec-Adapter", "adapter"),

@@ -102,7 +102,7 @@ def _provenance(suite: dict[str, Any], preset: QualityPreset, results: Results, 
         f"{_duration(sum(r['timing']['score_s'] for r in trained))}; the rest is x0 once per seed and start-up)",
     ]
     if reference is not None:
-        lines += [_setting(reference), _reference_options(reference)]
+        lines += [_setting(reference), _reference_options(runs[preset.reference].run.label, reference)]
     lines += [
         f"- held out per seed: {preset.validation_size + preset.test_size} examples (stratified, deduplicated before "
         "the split, never trained on; drawn from the seed, so each seed holds out different examples and every "
@@ -149,11 +149,11 @@ def _setting(result: Mapping[str, Any]) -> str:
             f"{data['max_tokens']} tokens, {data['body_words']} words of body; {config['runtime']['backend']} backend")
 
 
-def _reference_options(result: Mapping[str, Any]) -> str:
-    """The reference's own method options (the library's defaults: its runs set none), from its config."""
+def _reference_options(label: str, result: Mapping[str, Any]) -> str:
+    """The reference's own method options, from its config (what it ran, whatever the defaults are now)."""
     shared = {"type", "rounds", "inner_steps", "lr", "blocks", "adam_beta1", "adam_beta2", "eps"}
     options = ", ".join(f"{key} {value}" for key, value in result["config"]["algorithm"].items() if key not in shared)
-    return f"- {result['label']}: {options or 'no options of its own'}"
+    return f"- {label}: {options or 'no options of its own'}"
 
 
 def _goal_lines(preset: QualityPreset, runs: dict[str, RunResults]) -> list[str]:

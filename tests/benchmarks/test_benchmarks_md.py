@@ -37,16 +37,17 @@ def _render_result(kind: str, render: Callable[[dict[str, Any], Path], str]) -> 
     return render(json.loads(path.read_text()), path.relative_to(ROOT))
 
 
-def _render_quality() -> str:
-    suite_dir = newest_suite(RESULTS)
+def _render_quality(kind: str) -> str:
+    suite_dir = newest_suite(RESULTS, kind)
     earlier = [(*load_suite(path), path.relative_to(ROOT)) for path in earlier_suites(suite_dir)]
     return render_quality(*load_suite(suite_dir), suite_dir.relative_to(ROOT), earlier)
 
 
 EXPECTED: dict[str, Callable[[], str]] = {"gpu": partial(_render_result, "gpu", render_gpu),
                                           "system": partial(_render_result, "system", render_system)}
-if any(RESULTS.glob(f"quality-*/{SUITE_FILE}")):  # checked once a quality suite is committed
-    EXPECTED["quality"] = _render_quality
+for suite_kind in ("quality", "confirm"):
+    if any(RESULTS.glob(f"{suite_kind}-*/{SUITE_FILE}")):  # checked once such a suite is committed
+        EXPECTED[suite_kind] = partial(_render_quality, suite_kind)
 if any(RESULTS.glob("step-*.json")):  # checked once a step profile is committed
     EXPECTED["step"] = partial(_render_result, "step", render_step)
 if any(RESULTS.glob("lab-*.json")):  # checked once a lab result is committed
@@ -67,3 +68,4 @@ def test_benchmarks_md_header_is_the_renderers_and_names_commands_that_exist():
     assert sorted(set(named)) == ["gpu-report", "lab", "quality", "step", "system"]
     for command in named:  # an unknown sub-command would exit with a usage error
         assert callable(parser().parse_args([command]).handler)
+    assert "`python -m benchmarks quality --confirm`" in HEADER and parser().parse_args(["quality", "--confirm"]).confirm

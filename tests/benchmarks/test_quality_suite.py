@@ -16,9 +16,20 @@ from benchmarks.__main__ import main
 from benchmarks.quality import run as quality_run
 from benchmarks.quality.measure import job_config
 from benchmarks.quality.plan import Job, chosen_lr, grid_points
-from benchmarks.quality.presets import ADAM_GRID, ADAPTER_GRID, FULL, METHODS, QUICK, SGD_GRID
+from benchmarks.quality.presets import (
+    ADAM_GRID,
+    ADAPTER_GRID,
+    CONFIRM,
+    CONFIRMED_RATES,
+    FULL,
+    METHODS,
+    QUICK,
+    SGD_GRID,
+    preset_of,
+)
 from benchmarks.quality.report import render_newest_quality
-from benchmarks.quality.suite_dir import SUITE_FILE, read_results, result_name
+from benchmarks.quality.suite_dir import SUITE_FILE, earlier_suites, load_suite, newest_suite, read_results, result_name
+from benchmarks.results import NoResultError
 from deca_ray.errors import ConfigError
 from deca_ray.methods import method_names
 from deca_ray.schedule import total_steps
@@ -162,13 +173,53 @@ def test_full_preset_has_every_method_the_grids_and_40_steps_per_client_everywhe
     assert set(steps.values()) == {40}, steps
     assert {layer for config in configs.values() for layer in config.algorithm.blocks.fixed_order} <= {
         13, 14, 26, 27, 28, 29}
-    # the reference DECA is the library's defaults: it sets no DECA option
-    assert FULL.run("deca").overrides == {"algorithm": {"type": "deca"}}
+    # the reference DECA is pinned to the defaults its suite measured (they changed after it)
+    assert FULL.run("deca").overrides == {"algorithm": {"type": "deca", "h_signal": "update", "h_scale": "unit_norm"}}
     for config in configs.values():  # no model written; one checkpoint, after the last step, for the scorer
         assert not (config.tracking.save_model or config.tracking.log_model)
         assert not (config.evaluation.before_training or config.evaluation.after_training)
         assert config.checkpoint.enabled and config.checkpoint.every_steps == 40 and config.checkpoint.keep_last == 1
         assert not config.checkpoint.at_block_boundary
+
+
+TUNING_SUITE = Path(__file__).resolve().parents[2] / "benchmarks/results/quality-20261206T122014Z"
+
+
+@pytest.mark.skipif(not TUNING_SUITE.is_dir(), reason="the committed tuning suite is not in this checkout")
+def test_confirm_preset_measures_fresh_seeds_at_the_rates_the_tuning_suite_chose(tmp_path):
+    # the rates are what the committed suite's own choice gives, not typed in by hand
+    suite, _ = load_suite(TUNING_SUITE)
+    tuned = preset_of(suite["preset"], suite["design"])
+    by_file = read_results(TUNING_SUITE)
+    assert {name: chosen_lr(tuned, tuned.run(name), by_file) for name in CONFIRMED_RATES} == CONFIRMED_RATES
+    assert not set(CONFIRM.seeds) & set(FULL.seeds)
+    # DECA is the library's defaults now (no DECA option set); every run shares FULL's setting
+    assert CONFIRM.run("deca").overrides == {"algorithm": {"type": "deca"}}
+    assert CONFIRM.base == FULL.base and CONFIRM.test_size == FULL.test_size
+    assert {run.name for run in CONFIRM.runs} >= {"deca", "dec_lora", "decaf", "dec_adapter", "ablation-without_bma"}
+    for run in CONFIRM.runs:
+        config = job_config(CONFIRM, Job(run, 3, 1e-3, "grid"), tmp_path)
+        assert config.model == job_config(FULL, Job(FULL.run("deca"), 3, 1e-3, "grid"), tmp_path).model
+
+
+def test_a_confirmation_suite_has_its_own_directories_and_section(tmp_path, fake_jobs):
+    # Prepare: a quality suite and two confirmations of the quick preset side by side
+    confirm = replace(QUICK, kind="confirm")
+    results = tmp_path / "results"
+    quality = _run(tmp_path, phases=["grid"], only=["deca"])
+    first = quality_run.run_quality_benchmark(confirm, results, output_dir=tmp_path / "runs", phases=["grid"],
+                                              only=["deca"])
+    second = quality_run.run_quality_benchmark(confirm, results, output_dir=tmp_path / "runs", phases=["grid"],
+                                               only=["deca"])
+    # Assert: each kind has its newest suite, and a confirmation replaces only confirmations
+    assert quality.name.startswith("quality-") and first.name.startswith("confirm-")
+    assert newest_suite(results) == quality and newest_suite(results, "confirm") == second
+    assert earlier_suites(second) == [first] and earlier_suites(quality) == []
+    with pytest.raises(NoResultError, match="quality --confirm"):
+        newest_suite(tmp_path, "confirm")
+    # a quality suite cannot be continued as a confirmation (different preset)
+    with pytest.raises(ConfigError, match="holds preset 'quick', not 'confirm'"):
+        quality_run.run_quality_benchmark(CONFIRM, results, output_dir=tmp_path / "runs", into=quality)
 
 
 def test_quick_suite_end_to_end_grid_chosen_lr_seeds_report_and_resume(tmp_path):
