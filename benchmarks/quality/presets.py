@@ -133,7 +133,7 @@ def _method(name: str, label: str, family: str, **overrides: Any) -> QualityRun:
     return QualityRun(name, METHODS, label, family, {"algorithm": algorithm} | overrides)
 
 
-def _ablation(name: str, label: str, **overrides: Any) -> QualityRun:
+def _variant(name: str, label: str, **overrides: Any) -> QualityRun:
     algorithm = {"type": "deca"} | overrides.pop("algorithm", {})
     return QualityRun(f"ablation-{name}", ABLATIONS, label, None, {"algorithm": algorithm} | overrides)
 
@@ -164,6 +164,11 @@ def _methods(centralised_batch: int) -> tuple[QualityRun, ...]:
 
 
 def _ablations(ascending: list[int], two_layer_blocks: dict[str, Any], two_layer_steps: int) -> tuple[QualityRun, ...]:
+    """FULL's DECA variants, each on its reference's pinned defaults, so it differs only in what it names."""
+
+    def _ablation(name: str, label: str, algorithm: dict[str, Any] | None = None, **overrides: Any) -> QualityRun:
+        return _variant(name, label, algorithm=_TUNED_DEFAULTS | (algorithm or {}), **overrides)
+
     update, gap = {"h_signal": "update", "h_sign": "old_minus_new"}, {"h_signal": "consensus_gap", "h_sign": "old_minus_new"}
     return (
         _ablation("h_update_raw", "h = x_k − x_new, raw", algorithm=update | {"h_scale": "raw"}),
@@ -216,8 +221,8 @@ CONFIRM = QualityPreset(
         _method("dec_lora", "Dec-LoRA", "dec_lora"),
         _method("decaf", "DeCAF", "decaf"),
         _method("dec_adapter", "Dec-Adapter", "dec_adapter"),
-        _ablation("without_bma", "w/o BMA (β1 = β2 = 1)", algorithm={"variant": "without_bma"}),
-        _ablation("h_update_unit_norm", "h = x_k − x_new, unit norm (the defaults section Q measured)",
+        _variant("without_bma", "w/o BMA (β1 = β2 = 1)", algorithm={"variant": "without_bma"}),
+        _variant("h_update_unit_norm", "h = x_k − x_new, unit norm (the defaults section Q measured)",
                   algorithm=_TUNED_DEFAULTS),
     ),
     grids={name: (lr,) for name, lr in CONFIRMED_RATES.items()},
@@ -243,8 +248,8 @@ QUICK = QualityPreset(
         "tracking": {"experiment": "deca-ray-quality-quick", "system_metrics": False},
     },
     runs=(_method("deca", "DECA", "adam"), _method("decaf", "DeCAF", "adapter", algorithm={"lora": {"rank": 2}}),
-          _ablation("without_bma", "w/o BMA", algorithm={"variant": "without_bma"}),
-          _ablation("ascending_blocks", "blocks bottom up", algorithm={"blocks": {"fixed_order": [2, 3]}})),
+          _variant("without_bma", "w/o BMA", algorithm={"variant": "without_bma"}),
+          _variant("ascending_blocks", "blocks bottom up", algorithm={"blocks": {"fixed_order": [2, 3]}})),
     grids={"adam": (1e-3, 1e-2), "adapter": (1e-3, 1e-2)},
     seeds=(0, 1), validation_size=6, client_examples=5, score_from_layer=2, bootstrap_replicates=200,
 )

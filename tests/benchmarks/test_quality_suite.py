@@ -202,6 +202,25 @@ def test_confirm_preset_measures_fresh_seeds_at_the_rates_the_tuning_suite_chose
         assert config.model == job_config(FULL, Job(FULL.run("deca"), 3, 1e-3, "grid"), tmp_path).model
 
 
+COMMITTED_SUITES = sorted(path.parent for kind in ("quality", "confirm")
+                          for path in TUNING_SUITE.parent.glob(f"{kind}-*/{SUITE_FILE}")
+                          if json.loads(path.read_text()).get("version") == 2)
+PRESETS = {preset.name: preset for preset in (FULL, CONFIRM)}
+
+
+@pytest.mark.parametrize("suite_dir", COMMITTED_SUITES, ids=lambda path: path.name)
+def test_the_presets_still_configure_every_committed_run_as_it_was_measured(suite_dir, tmp_path):
+    # a default that changes after a suite must not change what its preset means (its runs pin what they measured)
+    preset = PRESETS[json.loads((suite_dir / SUITE_FILE).read_text())["preset"]]
+    runs = [result for result in read_results(suite_dir).values() if result["kind"] == "run"]
+    assert runs
+    for result in runs:
+        job = Job(preset.run(result["run"]), result["seed"], result["lr"], result["phase"])
+        config = job_config(preset, job, tmp_path).model_dump(mode="json")
+        for part in ("model", "data", "partition", "topology", "algorithm"):
+            assert config[part] == result["config"][part], (result["run"], result["seed"], part)
+
+
 def test_a_confirmation_suite_has_its_own_directories_and_section(tmp_path, fake_jobs):
     # Prepare: a quality suite and two confirmations of the quick preset side by side
     confirm = replace(QUICK, kind="confirm")
