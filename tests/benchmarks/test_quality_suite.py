@@ -7,6 +7,7 @@ runs the quick preset for real, end to end into a temporary directory, and rende
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -274,3 +275,14 @@ def test_quick_suite_end_to_end_grid_chosen_lr_seeds_report_and_resume(tmp_path)
     _run(tmp_path, into=suite_dir)
     sessions = json.loads((suite_dir / SUITE_FILE).read_text())["sessions"]
     assert sessions[-1]["measured"] == [lost] and (suite_dir / lost).is_file()
+    # Execute: the same results as a confirmation suite render into their own section, beside section Q
+    confirmation = shutil.copytree(suite_dir, suite_dir.with_name(suite_dir.name.replace("quality-", "confirm-")))
+    record = json.loads((confirmation / SUITE_FILE).read_text())
+    (confirmation / SUITE_FILE).write_text(json.dumps(record | {"design": record["design"] | {"kind": "confirm"}}))
+    section_q = text.split("<!-- quality:begin -->")[1]
+    assert render_newest_quality(tmp_path / "results", markdown, "confirm") == confirmation
+    text = markdown.read_text()
+    assert text.split("<!-- quality:begin -->")[1].startswith(section_q.split("<!-- quality:end -->")[0])
+    confirmed = text.split("<!-- confirm:begin -->\n", 1)[1].split("<!-- confirm:end -->")[0]
+    assert confirmed.startswith("## Model quality, confirmed on fresh seeds") and confirmation.name in confirmed
+    assert "- a confirmation:" in confirmed and suite_dir.name not in confirmed
