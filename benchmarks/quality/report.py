@@ -32,6 +32,13 @@ MIB = 2**20
 MISSING = "—"
 TITLES = {"quality": "## Model quality (section Q)",
           "confirm": "## Model quality, confirmed on fresh seeds (section Q-confirm)"}
+GRID_TABLE_INTRO = {
+    "quality": "Learning rates: validation accuracy (macro-F1) of x̄ at each rate of the method's grid, seed {seed}; "
+               "the chosen rate in bold.",
+    "confirm": "Rates, fixed at section Q's choice: validation accuracy (macro-F1) of x̄ at seed {seed}, for the record "
+               "(nothing is chosen here).",
+}
+VALIDATION_USE = {"quality": "learning rates only", "confirm": "scored for the record, choosing nothing"}
 CONFIRMATION = ("- a confirmation: every method at the one rate section Q's suite chose for it on validation at seed 0 "
                 "(nothing is chosen here), on seeds no choice has seen; DECA with the defaults that suite's ablations "
                 "pointed to, so its numbers there were selected and these are not")
@@ -62,8 +69,7 @@ def render_quality(suite: dict[str, Any], results: list[dict[str, Any]], suite_p
     lines = [TITLES[preset.kind], "", *_provenance(suite, preset, by_file, runs, suite_path),
              *(_earlier_suite(*replaced) for replaced in earlier), ""]
     lines += [*_goal_lines(preset, runs), ""]
-    lines += ["Learning rates: validation accuracy (macro-F1) of x̄ at each rate of the method's grid, seed "
-              f"{preset.grid_seed}; the chosen rate in bold.", "", *_grid_table(preset, by_file), ""]
+    lines += [GRID_TABLE_INTRO[preset.kind].format(seed=preset.grid_seed), "", *_grid_table(preset, by_file), ""]
     lines += [f"Methods at their chosen rate, on the test split: mean ± std over seeds (x̄: all "
               f"{preset.test_size} test examples; clients: mean of the clients' own models on the first "
               f"{preset.client_examples}).", "", *_methods_table(preset, by_file, runs), ""]
@@ -106,8 +112,8 @@ def _provenance(suite: dict[str, Any], preset: QualityPreset, results: Results, 
     lines += [
         f"- held out per seed: {preset.validation_size + preset.test_size} examples (stratified, deduplicated before "
         "the split, never trained on; drawn from the seed, so each seed holds out different examples and every "
-        f"method of a seed the same): the first {preset.validation_size} are the validation split (learning rates "
-        f"only, at seed {preset.grid_seed}), the other {preset.test_size} the test split",
+        f"method of a seed the same): the first {preset.validation_size} are the validation split ("
+        f"{VALIDATION_USE[preset.kind]}, at seed {preset.grid_seed}), the other {preset.test_size} the test split",
         f"- learning-rate grids: {grids}; ablations run at DECA's chosen rate, not re-tuned (a variant whose best "
         f"rate differs is at a disadvantage); seeds {', '.join(map(str, preset.seeds))} (partition, graph, batches, "
         "adapter initialisation)",
