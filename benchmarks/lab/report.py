@@ -12,7 +12,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-from benchmarks.lab.presets import BETAS, DECA_DEFAULT, H_DEFINITIONS, H_SCALES, SCALE_LABELS, variant_name
+from benchmarks.lab.presets import (
+    BETAS,
+    H_DEFINITIONS,
+    H_SCALES,
+    LAB_REFERENCE,
+    SCALE_LABELS,
+    library_default,
+    variant_name,
+)
 from benchmarks.markdown import update_markdown
 from benchmarks.results import newest_result
 from benchmarks.statistics import Estimate
@@ -113,7 +121,7 @@ def _provenance(result: dict[str, Any], source: Path) -> list[str]:
 
 
 def _methods_table(result: dict[str, Any], runs: dict[str, dict[str, Any]]) -> list[str]:
-    names = [DECA_DEFAULT, *(name for name, run in runs.items() if run["group"] == "methods")]
+    names = [LAB_REFERENCE, *(name for name, run in runs.items() if run["group"] == "methods")]
     lines = [
         "| method | lr | accuracy (x̄) | macro-F1 (x̄) | accuracy (clients) | macro-F1 (clients) | "
         "Δ accuracy (x̄) vs DECA | final train loss | s per run |",
@@ -122,9 +130,9 @@ def _methods_table(result: dict[str, Any], runs: dict[str, dict[str, Any]]) -> l
     for name in names:
         if name not in runs:
             continue
-        label = "DECA (default: h = x_k − x_new, unit norm, β = (0.9, 0.999))" if name == DECA_DEFAULT \
+        label = "DECA (the lab's reference: h = x_k − x_new, unit norm, β = (0.9, 0.999))" if name == LAB_REFERENCE \
             else runs[name]["label"]
-        delta = MISSING if name == DECA_DEFAULT else _text(paired(result, name, DECA_DEFAULT), signed=True)
+        delta = MISSING if name == LAB_REFERENCE else _text(paired(result, name, LAB_REFERENCE), signed=True)
         lines.append(f"| {label} | {runs[name]['lr']:g} | {_scores(result, name)} | {delta} | "
                      f"{_text(estimate(result, name, 'final_loss'))} | {_seconds(result, name)} |")
     return lines
@@ -172,16 +180,17 @@ def _controls_table(result: dict[str, Any], runs: dict[str, dict[str, Any]]) -> 
 def _findings(result: dict[str, Any], runs: dict[str, dict[str, Any]]) -> list[str]:
     lines = []
     for reference, what in ((LOCAL, "local block-wise Adam (no gossip)"), (WITHOUT_BMA, "DECA without BMA")):
-        difference = paired(result, DECA_DEFAULT, reference)
+        difference = paired(result, LAB_REFERENCE, reference)
         if difference is not None:
-            lines.append(f"- default DECA − {what}: {_points(difference)} → **{verdict(difference)}**")
+            lines.append(f"- reference DECA − {what}: {_points(difference)} → **{verdict(difference)}**")
+    lines += _library_default(result, runs)
     settings = [name for name, run in runs.items() if run["group"] in ("h", "bma")]
     ranked = sorted(settings, key=lambda name: -_mean(result, name))
     if ranked:
         best = ranked[0]
         lines.append(f"- best DECA setting: **{runs[best]['label']}**, accuracy {_text(estimate(result, best))}")
         for what, other in (("the runner-up, ", ranked[1] if len(ranked) > 1 else None), ("", WITHOUT_BMA),
-                            ("the default, ", DECA_DEFAULT)):
+                            ("the reference, ", LAB_REFERENCE)):
             if other is not None and other != best and other in runs:
                 lines.append(f"  - over {what}{runs[other]['label']}: {_points(paired(result, best, other))}")
     variants = [name for name in settings if name != WITHOUT_BMA]
@@ -189,6 +198,21 @@ def _findings(result: dict[str, Any], runs: dict[str, dict[str, Any]]) -> list[s
         lines.append(_tally(result, runs, variants))
     lines += _by_definition(result, runs)
     lines += _toy_study(result, runs)
+    return lines
+
+
+def _library_default(result: dict[str, Any], runs: dict[str, dict[str, Any]]) -> list[str]:
+    """Where the library's current default DECA stands, when it is not the lab's reference row."""
+    default = library_default()
+    if default == LAB_REFERENCE or default not in runs:
+        return []
+    lines = [f"- the library's default DECA now ({runs[default]['label']}; chosen by the quality suite, BENCHMARKS.md "
+             f"section Q): accuracy {_text(estimate(result, default))}"]
+    for reference, what in ((LOCAL, "local block-wise Adam (no gossip)"), (WITHOUT_BMA, "DECA without BMA"),
+                            (LAB_REFERENCE, "the lab's reference DECA")):
+        difference = paired(result, default, reference)
+        if difference is not None:
+            lines.append(f"  - − {what}: {_points(difference)} → **{verdict(difference)}**")
     return lines
 
 

@@ -12,7 +12,16 @@ import pytest
 
 from benchmarks.__main__ import parser
 from benchmarks.lab import presets
-from benchmarks.lab.presets import BETAS, DECA_DEFAULT, FULL, H_DEFINITIONS, LabPreset, lr_pilot, reduced
+from benchmarks.lab.presets import (
+    BETAS,
+    FULL,
+    H_DEFINITIONS,
+    LAB_REFERENCE,
+    LabPreset,
+    library_default,
+    lr_pilot,
+    reduced,
+)
 from benchmarks.lab.report import Estimate, paired, render_lab, render_newest_lab, verdict
 from benchmarks.lab.run import lab_config, lab_topology, run_one
 from benchmarks.lab.task import (
@@ -29,6 +38,7 @@ from benchmarks.markdown import HEADER
 from benchmarks.results import write_result
 from deca_ray.algorithm import choices
 from deca_ray.methods import method_names
+from deca_ray.methods.deca import DecaOptions
 
 SHAPE = TaskShape()
 
@@ -122,8 +132,15 @@ def test_the_full_preset_is_powered_and_fair():
     assert (centralised.num_clients, centralised.data.batch_size) == (1, FULL.batch_size * 8)
 
 
+def test_the_library_default_is_a_lab_run_with_exactly_the_library_defaults():
+    algorithm = FULL.run(library_default()).algorithm
+    defaults = DecaOptions().model_dump()
+    assert all(algorithm[key] == defaults[key] for key in algorithm if key != "type")
+    assert {"h_signal", "h_sign", "h_scale", "bma_beta1", "bma_beta2"} <= set(algorithm)
+
+
 def test_the_graph_is_the_seeds_and_only_non_gossiping_runs_are_isolated():
-    deca, local = FULL.run(DECA_DEFAULT), FULL.run("local_block_adam")
+    deca, local = FULL.run(LAB_REFERENCE), FULL.run("local_block_adam")
     graph = lab_topology(FULL, deca, seed=1, num_clients=8, gossips=True)
     assert graph.kind == "erdos_renyi" and graph.edges() == lab_topology(FULL, deca, 1, 8, True).edges()
     assert lab_topology(FULL, local, seed=1, num_clients=8, gossips=False).edges() == []
@@ -144,11 +161,11 @@ TINY = LabPreset(
     name="tiny", seeds=(0,), rounds=1, inner_steps=1,
     shape=TaskShape(num_classes=3, num_clients=4, train_per_class=8, test_per_class=4, dirichlet_alpha=1.0,
                     min_per_client=4, vocab_size=24, min_prompt_tokens=4, max_prompt_tokens=6),
-    runs=(FULL.run(DECA_DEFAULT), FULL.run("centralized_adam")), client_eval_examples=6,
+    runs=(FULL.run(LAB_REFERENCE), FULL.run("centralized_adam")), client_eval_examples=6,
 )
 
 
-@pytest.mark.parametrize("name", [DECA_DEFAULT, "centralized_adam"])
+@pytest.mark.parametrize("name", [LAB_REFERENCE, "centralized_adam"])
 def test_one_run_trains_every_step_and_scores_the_average_and_each_client(name):
     outcome = run_one(TINY, TINY.run(name), seed=0)
     clients = 1 if name == "centralized_adam" else 4
@@ -160,16 +177,16 @@ def test_one_run_trains_every_step_and_scores_the_average_and_each_client(name):
 # ---------------------------------------------------------------------- the report
 
 RUNS = [
-    {"name": DECA_DEFAULT, "label": "DECA default", "group": "h", "family": "adam", "lr": 3e-3},
+    {"name": LAB_REFERENCE, "label": "DECA default", "group": "h", "family": "adam", "lr": 3e-3},
     {"name": "deca:consensus_gap:unit_norm:0.9-0.999", "label": "gap unit", "group": "h", "family": "adam", "lr": 3e-3},
     {"name": "deca:without_bma", "label": "no BMA", "group": "bma", "family": "adam", "lr": 3e-3},
     {"name": "local_block_adam", "label": "local", "group": "methods", "family": "adam", "lr": 3e-3},
-    {"name": f"{DECA_DEFAULT}:isolated", "label": "DECA default on W = I", "group": "controls", "family": "adam",
+    {"name": f"{LAB_REFERENCE}:isolated", "label": "DECA default on W = I", "group": "controls", "family": "adam",
      "lr": 3e-3},
 ]
-ACCURACY = {DECA_DEFAULT: [0.5, 0.7, 0.6], "deca:consensus_gap:unit_norm:0.9-0.999": [0.8, 0.9, 0.85],
+ACCURACY = {LAB_REFERENCE: [0.5, 0.7, 0.6], "deca:consensus_gap:unit_norm:0.9-0.999": [0.8, 0.9, 0.85],
             "deca:without_bma": [0.6, 0.6, 0.6], "local_block_adam": [0.3, 0.31, 0.32],
-            f"{DECA_DEFAULT}:isolated": [0.2, 0.21, 0.22]}
+            f"{LAB_REFERENCE}:isolated": [0.2, 0.21, 0.22]}
 
 
 def _outcome(run: str, seed: int, accuracy: float) -> dict:
@@ -198,13 +215,13 @@ RESULT = {
 def test_estimates_are_mean_and_standard_error_and_differences_are_paired():
     estimate = Estimate.of([0.5, 0.7, 0.6])
     assert (estimate.mean, estimate.se, estimate.n) == (pytest.approx(0.6), pytest.approx(0.1 / 3**0.5), 3)
-    difference = paired(RESULT, DECA_DEFAULT, "local_block_adam")
-    per_seed = np.subtract(ACCURACY[DECA_DEFAULT], ACCURACY["local_block_adam"])  # 0.2, 0.39, 0.28
+    difference = paired(RESULT, LAB_REFERENCE, "local_block_adam")
+    per_seed = np.subtract(ACCURACY[LAB_REFERENCE], ACCURACY["local_block_adam"])  # 0.2, 0.39, 0.28
     assert difference.mean == pytest.approx(0.29)
     assert difference.se == pytest.approx(np.std(per_seed, ddof=1) / 3**0.5)  # not the two SEs combined
     assert verdict(difference) == "ahead"
-    assert verdict(paired(RESULT, DECA_DEFAULT, "deca:without_bma")) == "tie"
-    assert verdict(paired(RESULT, "local_block_adam", DECA_DEFAULT)) == "behind"
+    assert verdict(paired(RESULT, LAB_REFERENCE, "deca:without_bma")) == "tie"
+    assert verdict(paired(RESULT, "local_block_adam", LAB_REFERENCE)) == "behind"
     assert verdict(paired(RESULT, "deca:without_bma", "deca:without_bma")) == "tie"  # SE 0, difference 0
 
 
@@ -215,13 +232,25 @@ def test_the_report_gives_every_setting_mean_and_se_and_says_who_won():
     assert "| local | 0.003 | 0.310 ± 0.006 |" in text  # methods table: mean ± SE over seeds
     assert "| x½ − x_new | unit norm | (0.9, 0.999) | 0.850 ± 0.029 |" in text
     assert "+0.250 ± 0.029 (ahead)" in text  # gap unit − no BMA, paired
-    assert "default DECA − local block-wise Adam (no gossip): +29.0 ± 5.5 points (+5.3 SE) → **ahead**" in text
+    assert "reference DECA − local block-wise Adam (no gossip): +29.0 ± 5.5 points (+5.3 SE) → **ahead**" in text
     assert "best DECA setting: **gap unit**" in text
     assert "1 ahead: gap unit; 1 tie; 0 behind" in text
     assert "the ceiling): 1.000 ± 0.000" in text
     # controls: graph − W = I, and W = I − local block-wise Adam; w/o BMA's W = I twin is local block-wise Adam
     assert "| DECA default | 0.600 ± 0.058 | 0.210 ± 0.006 | +0.390 ± 0.055 (ahead) | -0.100 ± 0.000 (behind) |" in text
     assert "| no BMA | 0.600 ± 0.000 | 0.310 ± 0.006 | +0.290 ± 0.006 (ahead) | — |" in text
+
+
+def test_the_report_says_where_the_library_default_stands_beside_the_lab_reference():
+    default = library_default()
+    assert default != LAB_REFERENCE  # the defaults changed after the lab was measured
+    runs = [*RUNS, {"name": default, "label": "gap gradient", "group": "h", "family": "adam", "lr": 3e-3}]
+    outcomes = [_outcome(default, seed, value) for seed, value in enumerate([0.4, 0.42, 0.41])]
+    text = render_lab(RESULT | {"runs": runs, "results": [*RESULT["results"], *outcomes]}, Path("lab-x.json"))
+    assert "- the library's default DECA now (gap gradient; chosen by the quality suite" in text
+    assert "  - − local block-wise Adam (no gossip): +10.0 ± 0.6 points (+17.3 SE) → **ahead**" in text
+    assert "  - − DECA without BMA: -19.0 ± 0.6 points" in text and "  - − the lab's reference DECA: " in text
+    assert "library's default DECA now" not in render_lab(RESULT, Path("lab-x.json"))  # not measured: not said
 
 
 def test_render_newest_lab_replaces_only_the_lab_section(tmp_path):
@@ -246,5 +275,5 @@ def test_a_preset_whose_clients_could_hold_less_than_a_batch_is_refused():
 
 
 def test_reduced_keeps_the_named_runs_and_seeds():
-    small = reduced(FULL, (DECA_DEFAULT, "local_block_adam"), (0, 1))
-    assert [run.name for run in small.runs] == [DECA_DEFAULT, "local_block_adam"] and small.seeds == (0, 1)
+    small = reduced(FULL, (LAB_REFERENCE, "local_block_adam"), (0, 1))
+    assert [run.name for run in small.runs] == [LAB_REFERENCE, "local_block_adam"] and small.seeds == (0, 1)
