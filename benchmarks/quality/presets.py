@@ -231,7 +231,8 @@ CONFIRM = QualityPreset(
 )
 """The goal's comparisons again on seeds no choice has seen, at the FULL suite's chosen rates (one rate per
 method, so nothing is chosen here): DECA with the defaults that suite pointed to, its w/o-BMA ablation and the
-old defaults, against the three PEFT baselines. 18 runs, ≈ 1.2 h here plus x0 once per new seed (≈ 10 min each)."""
+old defaults, against the three PEFT baselines. 18 runs: 42 min of wall time here (its first suite.json), x0
+included (≈ 1.5 min per new seed)."""
 
 QUICK = QualityPreset(
     name="quick",
